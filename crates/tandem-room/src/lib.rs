@@ -1,0 +1,116 @@
+//! A collaboration room without I/O: a yrs document, the awareness table and the connected
+//! peers. Frames go in through [`Room::handle`]; what must happen next comes out as
+//! [`Effects`] — log records to persist, frames to send, a snapshot to store, peers to close.
+//!
+//! The driver (the server's room task, or the fuzzer's simulator) must honour one ordering rule:
+//! **every record in `Effects::append` is written to the update log before any frame in
+//! `Effects::sends` leaves**, so nothing is echoed that storage does not hold.
+//!
+//! This crate never touches disk or sockets and never reads a clock: time comes in as a
+//! parameter.
+
+mod awareness;
+mod room;
+
+pub use awareness::AwarenessTable;
+pub use room::{PeerInfo, Room, RoomConfig};
+
+use bytes::Bytes;
+use tandem_store::{LogRecord, Snapshot};
+use thiserror::Error;
+
+/// Identifies a connection within a room (assigned by the driver, never reused while live).
+pub type PeerId = u64;
+
+/// Who receives an outgoing frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Peer(PeerId),
+    /// Every connected peer, the sender included (stock clients treat the echo as confirmation).
+    All,
+}
+
+/// One encoded message, shared by every recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub target: Target,
+    pub frame: Bytes,
+}
+
+/// What the driver must do after the room handled an input.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Log records (with their positions) to append, in order, before sending anything.
+    pub append: Vec<(u64, LogRecord)>,
+    /// Frames to send once the appends are stored (and flushed, in sync durability).
+    pub sends: Vec<Outgoing>,
+    /// A snapshot to store after the appends (it covers them).
+    pub compact: Option<Snapshot>,
+    /// Write attempts refused because the peer is read-only.
+    pub denied_writes: u64,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.append.is_empty() && self.sends.is_empty() && self.compact.is_none()
+    }
+
+    pub(crate) fn send(&mut self, target: Target, frame: Vec<u8>) {
+        self.sends.push(Outgoing {
+            target,
+            frame: Bytes::from(frame),
+        });
+    }
+}
+
+/// Why a peer must be disconnected. Each maps to a WebSocket close code (see `docs/protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PeerError {
+    #[error("malformed message: {0}")]
+    Malformed(#[from] tandem_protocol::DecodeError),
+    #[error("update rejected: {0}")]
+    Rejected(String),
+    #[error("update depends on data that neither side has (client {client} clock {clock})")]
+    MissingDependencies { client: u64, clock: u32 },
+    #[error("internal error while applying update")]
+    Panicked,
+}
+
+impl PeerError {
+    /// The WebSocket close code for this error.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            PeerError::Malformed(_) | PeerError::Rejected(_) => close::BAD_MESSAGE,
+            PeerError::MissingDependencies { .. } => close::MISSING_DEPENDENCIES,
+            PeerError::Panicked => close::INTERNAL_ERROR,
+        }
+    }
+}
+
+/// WebSocket close codes Tandem uses.
+pub mod close {
+    /// Server shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame larger than the configured maximum.
+    pub const TOO_LARGE: u16 = 1009;
+    /// Unexpected server failure while handling this peer's input.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The peer stopped answering pings.
+    pub const TIMEOUT: u16 = 4000;
+    /// A malformed message or an update yrs rejects.
+    pub const BAD_MESSAGE: u16 = 4400;
+    /// An update whose dependencies the peer could not supply after a resync request.
+    pub const MISSING_DEPENDENCIES: u16 = 4409;
+    /// The peer fell too far behind; reconnect to resync.
+    pub const TOO_SLOW: u16 = 4429;
+    /// The room was deleted through the API.
+    pub const ROOM_DELETED: u16 = 4410;
+    /// The room's stored data cannot be read; it is left untouched.
+    pub const ROOM_UNAVAILABLE: u16 = 4500;
+}
+
+#[derive(Debug, Error)]
+pub enum RoomError {
+    #[error("stored data cannot be loaded: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,536 @@
+//! The hub: the registry of loaded rooms, one task per room, and the glue that carries out a
+//! room's [`Effects`] — append to the log, wait for the group-commit flush, then fan out.
+//!
+//! A room task owns its [`Room`] outright (no lock around the document). Connections talk to it
+//! through a bounded command channel; it talks back through each peer's bounded frame queue with
+//! `try_send`, so one slow peer can never stall the room: a full queue disconnects that peer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tandem_room::{Effects, PeerError, PeerId, PeerInfo, Room, Target, close};
+use tandem_store::{DocStore, Durability};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use crate::ServerConfig;
+use crate::flusher::Flusher;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A close request for a connection: WebSocket close code and reason.
+pub type CloseFrame = (u16, String);
+
+/// The room's ends of one connection.
+pub struct PeerConn {
+    pub frames: mpsc::Sender<Bytes>,
+    pub close: oneshot::Sender<CloseFrame>,
+}
+
+/// Why an API write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Rejected(#[from] PeerError),
+    #[error("room unavailable: {0}")]
+    Unavailable(String),
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+type Inspector = Box<dyn FnOnce(Result<&Room, &str>) + Send>;
+
+pub enum RoomCmd {
+    Join {
+        peer: PeerId,
+        info: PeerInfo,
+        conn: PeerConn,
+        ready: oneshot::Sender<Result<(), String>>,
+    },
+    Frame {
+        peer: PeerId,
+        frame: Bytes,
+    },
+    Leave {
+        peer: PeerId,
+    },
+    /// Apply an update from the HTTP API; answered once it is durable.
+    ApplyExternal {
+        update: Vec<u8>,
+        author: String,
+        reply: oneshot::Sender<Result<(), ApplyError>>,
+    },
+    /// Run a read-only function on the loaded room (or the reason it could not load).
+    Inspect(Inspector),
+    /// Close every peer with this frame (the room's data was deleted) and unload.
+    CloseAll(CloseFrame),
+    Shutdown,
+}
+
+#[derive(Clone)]
+pub struct RoomHandle {
+    pub tx: mpsc::Sender<RoomCmd>,
+    generation: u64,
+}
+
+pub struct Hub {
+    rooms: Mutex<HashMap<String, RoomHandle>>,
+    store: Arc<dyn DocStore>,
+    flusher: Flusher,
+    pub config: ServerConfig,
+    next_peer: AtomicU64,
+    next_generation: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Room tasks and connection tasks, awaited at shutdown.
+    pub tasks: TaskTracker,
+}
+
+impl Hub {
+    pub fn new(store: Arc<dyn DocStore>, config: ServerConfig) -> Arc<Self> {
+        let (flusher, _task) = Flusher::spawn(store.clone());
+        Arc::new(Hub {
+            rooms: Mutex::new(HashMap::new()),
+            store,
+            flusher,
+            config,
+            next_peer: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn DocStore> {
+        &self.store
+    }
+
+    pub fn next_peer_id(&self) -> PeerId {
+        self.next_peer.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn loaded_rooms(&self) -> usize {
+        self.lock_rooms().len()
+    }
+
+    pub fn is_loaded(&self, room: &str) -> bool {
+        self.lock_rooms().contains_key(room)
+    }
+
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The handle of a loaded room, starting its task (which loads it) if needed.
+    fn handle(self: &Arc<Self>, name: &str) -> RoomHandle {
+        let mut rooms = self.lock_rooms();
+        if let Some(h) = rooms.get(name) {
+            return h.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.config.room_queue_frames);
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let handle = RoomHandle { tx, generation };
+        rooms.insert(name.to_owned(), handle.clone());
+        let hub = self.clone();
+        let name = name.to_owned();
+        self.tasks
+            .spawn(async move { room_task(hub, name, generation, rx).await });
+        handle
+    }
+
+    /// Removes a room from the registry if it is still this generation and nothing is queued.
+    fn unregister(&self, name: &str, generation: u64, rx: &mpsc::Receiver<RoomCmd>) -> bool {
+        let mut rooms = self.lock_rooms();
+        if !rx.is_empty() {
+            return false;
+        }
+        if rooms.get(name).is_some_and(|h| h.generation == generation) {
+            rooms.remove(name);
+        }
+        true
+    }
+
+    /// Sends a command built by `make` to the room, retrying once the room restarts if it was
+    /// unloading at that moment. `make` is called again for each attempt with a fresh reply
+    /// channel, so a dropped command is never half-applied.
+    pub async fn call<T>(
+        self: &Arc<Self>,
+        name: &str,
+        make: impl Fn(oneshot::Sender<T>) -> RoomCmd,
+    ) -> Option<T> {
+        for _ in 0..8 {
+            if self.is_shutting_down() {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            let handle = self.handle(name);
+            if handle.tx.send(make(tx)).await.is_err() {
+                self.forget(name, handle.generation);
+                continue;
+            }
+            match rx.await {
+                Ok(v) => return Some(v),
+                Err(_) => {
+                    self.forget(name, handle.generation);
+                    continue;
+                }
+            }
+        }
+        None
+    }
+
+    fn forget(&self, name: &str, generation: u64) {
+        let mut rooms = self.lock_rooms();
+        if rooms.get(name).is_some_and(|h| h.generation == generation) {
+            rooms.remove(name);
+        }
+    }
+
+    /// Joins `peer` to a room; returns the room's command sender once the room is loaded.
+    pub async fn join(
+        self: &Arc<Self>,
+        name: &str,
+        peer: PeerId,
+        info: PeerInfo,
+        conn: PeerConn,
+    ) -> Result<mpsc::Sender<RoomCmd>, String> {
+        // `conn` can only be moved once; keep it in a slot the retry loop refills on failure.
+        let mut slot = Some(conn);
+        for _ in 0..8 {
+            if self.is_shutting_down() {
+                return Err("server is shutting down".into());
+            }
+            let Some(conn) = slot.take() else {
+                return Err("connection lost while joining".into());
+            };
+            let handle = self.handle(name);
+            let (ready, ready_rx) = oneshot::channel();
+            let cmd = RoomCmd::Join {
+                peer,
+                info: info.clone(),
+                conn,
+                ready,
+            };
+            match handle.tx.send(cmd).await {
+                Err(mpsc::error::SendError(RoomCmd::Join { conn, .. })) => {
+                    slot = Some(conn);
+                    self.forget(name, handle.generation);
+                }
+                Err(_) => return Err("room task rejected the join".into()),
+                Ok(()) => match ready_rx.await {
+                    Ok(Ok(())) => return Ok(handle.tx),
+                    Ok(Err(reason)) => return Err(reason),
+                    // the room unloaded with our join still queued: the conn is gone with it
+                    Err(_) => return Err("room restarted while joining; reconnect".into()),
+                },
+            }
+        }
+        Err("room is restarting; reconnect".into())
+    }
+
+    /// Stops every room: each flushes, closes its peers with 1001 and exits.
+    pub async fn shutdown(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let handles: Vec<RoomHandle> = self.lock_rooms().values().cloned().collect();
+        for h in handles {
+            let _ = h.tx.send(RoomCmd::Shutdown).await;
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+/// Per-room state owned by the room task besides the [`Room`] itself.
+struct Host {
+    hub: Arc<Hub>,
+    name: String,
+    peers: HashMap<PeerId, PeerConn>,
+}
+
+impl Host {
+    fn close_peer(&mut self, room: &mut Room, peer: PeerId, frame: CloseFrame, fx: &mut Effects) {
+        if let Some(conn) = self.peers.remove(&peer) {
+            tracing::info!(room = %self.name, peer, code = frame.0, reason = %frame.1, "closing peer");
+            let _ = conn.close.send(frame);
+        }
+        let more = room.disconnect(peer, now_ms());
+        fx.sends.extend(more.sends);
+    }
+
+    /// Writes the effects' log records and snapshot, then waits for durability (sync mode).
+    async fn persist(&self, fx: &Effects) -> Result<(), String> {
+        if fx.append.is_empty() && fx.compact.is_none() {
+            return Ok(());
+        }
+        for (seq, record) in &fx.append {
+            self.hub
+                .store
+                .append(&self.name, *seq, record)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(snapshot) = &fx.compact {
+            self.hub
+                .store
+                .compact(&self.name, snapshot)
+                .map_err(|e| e.to_string())?;
+        }
+        if self.hub.config.durability == Durability::Sync {
+            self.hub.flusher.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Fans out frames; peers whose queues are full are disconnected, and the resulting
+    /// awareness removals are delivered in turn.
+    fn deliver(&mut self, room: &mut Room, mut sends: Vec<tandem_room::Outgoing>) {
+        while !sends.is_empty() {
+            let mut slow = Vec::new();
+            for out in sends.drain(..) {
+                match out.target {
+                    Target::All => {
+                        for (&peer, conn) in &self.peers {
+                            if conn.frames.try_send(out.frame.clone()).is_err() {
+                                slow.push(peer);
+                            }
+                        }
+                    }
+                    Target::Peer(peer) => {
+                        if let Some(conn) = self.peers.get(&peer)
+                            && conn.frames.try_send(out.frame.clone()).is_err()
+                        {
+                            slow.push(peer);
+                        }
+                    }
+                }
+            }
+            slow.sort_unstable();
+            slow.dedup();
+            let mut fx = Effects::default();
+            for peer in slow {
+                self.close_peer(
+                    room,
+                    peer,
+                    (
+                        close::TOO_SLOW,
+                        "send queue full; reconnect to resync".into(),
+                    ),
+                    &mut fx,
+                );
+            }
+            sends = fx.sends;
+        }
+    }
+
+    fn close_all(&mut self, room: &mut Room, frame: CloseFrame) {
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        let mut fx = Effects::default();
+        for peer in peers {
+            self.close_peer(room, peer, frame.clone(), &mut fx);
+        }
+    }
+}
+
+async fn load_room(hub: &Hub, name: &str) -> Result<Room, String> {
+    let store = hub.store.clone();
+    let n = name.to_owned();
+    let stored = tokio::task::spawn_blocking(move || store.load(&n))
+        .await
+        .map_err(|e| format!("load task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    Room::load(&stored, hub.config.room.clone()).map_err(|e| e.to_string())
+}
+
+/// Answers every command with the load failure until the queue is empty, then exits so a later
+/// connection retries the load. The stored data is never written.
+async fn refuse_all(
+    hub: &Hub,
+    name: &str,
+    generation: u64,
+    mut rx: mpsc::Receiver<RoomCmd>,
+    reason: String,
+) {
+    tracing::error!(room = %name, %reason, "room cannot be loaded");
+    loop {
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                RoomCmd::Join { ready, .. } => {
+                    let _ = ready.send(Err(format!("room unavailable: {reason}")));
+                }
+                RoomCmd::ApplyExternal { reply, .. } => {
+                    let _ = reply.send(Err(ApplyError::Unavailable(reason.clone())));
+                }
+                RoomCmd::Inspect(f) => f(Err(&reason)),
+                RoomCmd::Frame { .. }
+                | RoomCmd::Leave { .. }
+                | RoomCmd::CloseAll(_)
+                | RoomCmd::Shutdown => {}
+            }
+        }
+        if hub.unregister(name, generation, &rx) {
+            return;
+        }
+    }
+}
+
+async fn room_task(hub: Arc<Hub>, name: String, generation: u64, mut rx: mpsc::Receiver<RoomCmd>) {
+    let mut room = match load_room(&hub, &name).await {
+        Ok(room) => room,
+        Err(reason) => return refuse_all(&hub, &name, generation, rx, reason).await,
+    };
+    tracing::debug!(room = %name, "room loaded");
+    let mut host = Host {
+        hub: hub.clone(),
+        name: name.clone(),
+        peers: HashMap::new(),
+    };
+    let mut tick = tokio::time::interval(hub.config.tick_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_since = Instant::now();
+    let mut batch = Vec::with_capacity(64);
+    'run: loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break 'run;
+                }
+            }
+            _ = tick.tick() => {
+                let fx = room.tick(now_ms());
+                host.deliver(&mut room, fx.sends);
+                if host.peers.is_empty()
+                    && idle_since.elapsed() >= hub.config.idle_unload
+                    && hub.unregister(&name, generation, &rx)
+                {
+                    tracing::debug!(room = %name, "unloading idle room");
+                    break 'run;
+                }
+                continue;
+            }
+        }
+        let mut fx = Effects::default();
+        let mut replies = Vec::new();
+        let mut reload = false;
+        let mut stop: Option<CloseFrame> = None;
+        for cmd in batch.drain(..) {
+            match cmd {
+                RoomCmd::Join {
+                    peer,
+                    info,
+                    conn,
+                    ready,
+                } => {
+                    if ready.send(Ok(())).is_ok() {
+                        host.peers.insert(peer, conn);
+                        merge(&mut fx, room.connect(peer, info));
+                    }
+                }
+                RoomCmd::Frame { peer, frame } => {
+                    if !host.peers.contains_key(&peer) {
+                        continue;
+                    }
+                    let (more, err) = room.handle(peer, &frame, now_ms());
+                    merge(&mut fx, more);
+                    if let Some(err) = err {
+                        tracing::warn!(room = %name, peer, error = %err, "rejecting peer input");
+                        reload |= err == PeerError::Panicked;
+                        let reason = err.to_string();
+                        host.close_peer(&mut room, peer, (err.close_code(), reason), &mut fx);
+                    }
+                }
+                RoomCmd::Leave { peer } => {
+                    if host.peers.remove(&peer).is_some() {
+                        tracing::info!(room = %name, peer, "peer left");
+                        merge(&mut fx, room.disconnect(peer, now_ms()));
+                    }
+                }
+                RoomCmd::ApplyExternal {
+                    update,
+                    author,
+                    reply,
+                } => match room.apply_external(&update, &author, now_ms()) {
+                    Ok(more) => {
+                        merge(&mut fx, more);
+                        replies.push(reply);
+                    }
+                    Err(e) => {
+                        reload |= e == PeerError::Panicked;
+                        let _ = reply.send(Err(ApplyError::Rejected(e)));
+                    }
+                },
+                RoomCmd::Inspect(f) => f(Ok(&room)),
+                RoomCmd::CloseAll(frame) => stop = Some(frame),
+                RoomCmd::Shutdown => {
+                    stop = Some((close::GOING_AWAY, "server shutting down".into()))
+                }
+            }
+        }
+        if let Err(e) = host.persist(&fx).await {
+            // Nothing unflushed may be confirmed: close everyone and drop the in-memory state so
+            // the next load reads what storage really holds.
+            tracing::error!(room = %name, error = %e, "storage failure");
+            for r in replies {
+                let _ = r.send(Err(ApplyError::Unavailable(format!(
+                    "storage failure: {e}"
+                ))));
+            }
+            host.close_all(&mut room, (close::INTERNAL_ERROR, "storage failure".into()));
+            hub.forget(&name, generation);
+            break 'run;
+        }
+        host.deliver(&mut room, fx.sends);
+        for r in replies {
+            let _ = r.send(Ok(()));
+        }
+        if reload {
+            // A panic inside yrs may have left the document half-updated: rebuild it from what
+            // storage holds (every accepted update is there).
+            match host.hub.store.load(&name) {
+                Ok(stored) => {
+                    if let Err(e) = room.replace_doc(&stored) {
+                        tracing::error!(room = %name, error = %e, "reload after panic failed");
+                        host.close_all(&mut room, (close::ROOM_UNAVAILABLE, e.to_string()));
+                        hub.forget(&name, generation);
+                        break 'run;
+                    }
+                }
+                Err(e) => {
+                    host.close_all(&mut room, (close::ROOM_UNAVAILABLE, e.to_string()));
+                    hub.forget(&name, generation);
+                    break 'run;
+                }
+            }
+        }
+        if let Some(frame) = stop {
+            host.close_all(&mut room, frame);
+            hub.forget(&name, generation);
+            break 'run;
+        }
+        if host.peers.is_empty() {
+            idle_since = Instant::now();
+        }
+    }
+    // Anything still queued (joins racing the unload) is dropped; joiners retry.
+}
+
+fn merge(into: &mut Effects, from: Effects) {
+    into.append.extend(from.append);
+    into.sends.extend(from.sends);
+    if from.compact.is_some() {
+        into.compact = from.compact;
+    }
+    into.denied_writes += from.denied_writes;
+}

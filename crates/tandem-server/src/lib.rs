@@ -1,0 +1,52 @@
+//! The Tandem server: warp routes, the WebSocket adapter, and the hub that hosts rooms.
+//!
+//! This is the only crate that knows warp. It wires the sans-IO [`tandem_room::Room`] to sockets
+//! and to a [`tandem_store::DocStore`], and it owns the ordering guarantee: an update is appended
+//! to the log (and, in sync durability, flushed) before any peer sees it.
+//!
+//! Entry point: [`run`], which takes a bound listener and a shutdown future, so tests bind
+//! `127.0.0.1:0` and stop the server at will.
+
+mod config;
+mod flusher;
+pub mod hub;
+mod routes;
+mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::ServerConfig;
+pub use hub::Hub;
+pub use routes::room_from_path;
+use tandem_store::DocStore;
+use tokio::net::TcpListener;
+
+/// Serves until `shutdown` resolves, then stops accepting, flushes every room, closes every
+/// socket with 1001 and returns.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn DocStore>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let hub = Hub::new(store, config);
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(routes::routes(hub.clone()))
+        .incoming(listener)
+        .graceful(async {
+            let _ = stopped.await;
+        });
+    let server = tokio::spawn(server.run());
+    shutdown.await;
+    tracing::info!("shutting down: closing rooms");
+    let _ = stop_accepting.send(());
+    hub.shutdown().await;
+    if tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("http server did not stop within 5 s");
+    }
+    tracing::info!("shutdown complete");
+}

@@ -1,0 +1,144 @@
+//! warp filters: one small function per route, state injected with `with_hub`.
+//!
+//! Any request carrying a WebSocket upgrade is a room connection (the room is the URL path, as
+//! y-websocket builds it); plain GETs reach the demo page and the health check.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use include_dir::{Dir, include_dir};
+use tandem_room::PeerInfo;
+use tandem_store::MAX_ROOM_NAME_BYTES;
+use warp::http::{StatusCode, header};
+use warp::path::FullPath;
+use warp::{Filter, Rejection, Reply};
+
+use crate::hub::Hub;
+use crate::ws::serve_peer;
+
+/// The built web demo (`web-demo/dist`), embedded at compile time.
+static DEMO: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../web-demo/dist");
+
+fn with_hub(hub: Arc<Hub>) -> impl Filter<Extract = (Arc<Hub>,), Error = Infallible> + Clone {
+    warp::any().map(move || hub.clone())
+}
+
+/// Room name from a request path: everything after the first `/`, percent-decoded, valid UTF-8,
+/// 1 to 512 bytes.
+pub fn room_from_path(path: &str) -> Result<String, String> {
+    let raw = path.strip_prefix('/').unwrap_or(path);
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    let name = String::from_utf8(bytes).map_err(|_| "room name is not valid utf-8".to_owned())?;
+    if name.is_empty() {
+        return Err("missing room name in the url path".into());
+    }
+    if name.len() > MAX_ROOM_NAME_BYTES {
+        return Err(format!(
+            "room name is {} bytes; the limit is {MAX_ROOM_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    Ok(name)
+}
+
+pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    websocket(hub.clone())
+        .or(healthz())
+        .or(demo())
+        .recover(handle_rejection)
+}
+
+fn websocket(hub: Arc<Hub>) -> impl Filter<Extract = (Box<dyn Reply>,), Error = Rejection> + Clone {
+    warp::ws().and(warp::path::full()).and(with_hub(hub)).map(
+        |ws: warp::ws::Ws, path: FullPath, hub: Arc<Hub>| -> Box<dyn Reply> {
+            let room = match room_from_path(path.as_str()) {
+                Ok(room) => room,
+                Err(reason) => {
+                    return Box::new(warp::reply::with_status(reason, StatusCode::BAD_REQUEST));
+                }
+            };
+            if hub.is_shutting_down() {
+                return Box::new(warp::reply::with_status(
+                    "server is shutting down",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ));
+            }
+            let max = hub.config.max_frame_bytes;
+            let tracker = hub.tasks.clone();
+            Box::new(
+                ws.max_message_size(max)
+                    .max_frame_size(max)
+                    .on_upgrade(move |socket| {
+                        tracker.track_future(serve_peer(socket, hub, room, PeerInfo::default()))
+                    }),
+            )
+        },
+    )
+}
+
+fn healthz() -> impl Filter<Extract = (&'static str,), Error = Rejection> + Clone {
+    warp::path!("healthz").and(warp::get()).map(|| "ok")
+}
+
+fn demo() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| asset("index.html"));
+    let assets = warp::path!("assets" / String)
+        .and(warp::get())
+        .map(|name: String| asset(&name));
+    index
+        .or(assets)
+        .unify()
+        .and_then(|r: Option<warp::reply::Response>| async move {
+            r.ok_or_else(warp::reject::not_found)
+        })
+}
+
+fn asset(name: &str) -> Option<warp::reply::Response> {
+    let file = DEMO.get_file(name)?;
+    let mime = match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    let reply = warp::reply::with_header(file.contents(), header::CONTENT_TYPE, mime);
+    let reply = warp::reply::with_header(reply, header::CACHE_CONTROL, "no-cache");
+    Some(reply.into_response())
+}
+
+async fn handle_rejection(err: Rejection) -> Result<impl Reply, Infallible> {
+    let (status, msg) = if err.is_not_found() {
+        (StatusCode::NOT_FOUND, "not found".to_owned())
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_owned(),
+        )
+    } else {
+        tracing::debug!(?err, "unhandled rejection");
+        (StatusCode::BAD_REQUEST, "bad request".to_owned())
+    };
+    Ok(warp::reply::with_status(msg, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_from_path;
+
+    #[test]
+    fn room_names_are_percent_decoded_and_bounded() {
+        assert_eq!(room_from_path("/my-room").as_deref(), Ok("my-room"));
+        assert_eq!(room_from_path("/a%20b%2Fc").as_deref(), Ok("a b/c"));
+        assert_eq!(room_from_path("/caf%C3%A9").as_deref(), Ok("café"));
+        assert!(room_from_path("/").is_err());
+        assert!(room_from_path("/%FF").is_err());
+        assert!(room_from_path(&format!("/{}", "x".repeat(513))).is_err());
+        assert!(room_from_path(&format!("/{}", "x".repeat(512))).is_ok());
+    }
+}

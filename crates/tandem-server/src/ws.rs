@@ -1,0 +1,132 @@
+//! The WebSocket adapter: one task per connection moving frames between warp's socket and the
+//! room task, plus keepalive. It never interprets y-protocols bytes; the room does.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tandem_room::{PeerInfo, close};
+use tokio::sync::{mpsc, oneshot};
+use warp::ws::{Message, WebSocket};
+
+use crate::hub::{CloseFrame, Hub, PeerConn, RoomCmd};
+
+/// WebSocket close reasons must fit in 123 bytes.
+fn truncate_reason(mut reason: String) -> String {
+    if reason.len() > 123 {
+        let mut cut = 120;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str("...");
+    }
+    reason
+}
+
+pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerInfo) {
+    let peer = hub.next_peer_id();
+    let (frames_tx, mut frames_rx) = mpsc::channel(hub.config.send_queue_frames);
+    let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
+    let (mut sink, mut stream) = ws.split();
+    let conn = PeerConn {
+        frames: frames_tx,
+        close: close_tx,
+    };
+    let room_tx = match hub.join(&room, peer, info, conn).await {
+        Ok(tx) => tx,
+        Err(reason) => {
+            tracing::warn!(%room, peer, %reason, "join refused");
+            let code = if hub.is_shutting_down() {
+                close::GOING_AWAY
+            } else {
+                close::ROOM_UNAVAILABLE
+            };
+            let _ = sink
+                .send(Message::close_with(code, truncate_reason(reason)))
+                .await;
+            return;
+        }
+    };
+    tracing::info!(%room, peer, "peer connected");
+    let mut ping = tokio::time::interval(hub.config.ping_interval);
+    ping.tick().await;
+    let mut heard_since_ping = true;
+    let max = hub.config.max_frame_bytes;
+    let closing: Option<CloseFrame> = loop {
+        tokio::select! {
+            frame = &mut close_rx => {
+                let frame = frame.unwrap_or((close::INTERNAL_ERROR, "room closed".into()));
+                if frame.0 != close::TOO_SLOW {
+                    // deliver what the room queued before deciding to close (e.g. final echoes)
+                    while let Ok(f) = frames_rx.try_recv() {
+                        if sink.send(Message::binary(f)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                break Some(frame);
+            }
+            out = frames_rx.recv() => match out {
+                Some(f) => {
+                    if sink.send(Message::binary(f)).await.is_err() {
+                        break None;
+                    }
+                }
+                None => break Some((close::INTERNAL_ERROR, "room closed".into())),
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(msg)) => {
+                    heard_since_ping = true;
+                    if msg.is_binary() {
+                        let cmd = RoomCmd::Frame { peer, frame: msg.into_bytes() };
+                        if room_tx.send(cmd).await.is_err() {
+                            break Some((close::INTERNAL_ERROR, "room closed".into()));
+                        }
+                    } else if msg.is_close() {
+                        break None;
+                    } else if msg.is_text() {
+                        break Some((close::BAD_MESSAGE, "text frames are not part of the protocol".into()));
+                    }
+                }
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    tracing::warn!(%room, peer, error = %text, "websocket error");
+                    if text.contains("too long") || text.contains("Space limit") {
+                        break Some((close::TOO_LARGE, format!("message exceeds {max} bytes")));
+                    }
+                    break Some((close::BAD_MESSAGE, text));
+                }
+                None => break None,
+            },
+            _ = ping.tick() => {
+                if !heard_since_ping {
+                    break Some((close::TIMEOUT, "no answer to ping".into()));
+                }
+                heard_since_ping = false;
+                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = closing {
+        let _ = sink
+            .send(Message::close_with(code, truncate_reason(reason)))
+            .await;
+    }
+    let _ = sink.close().await;
+    let _ = room_tx.send(RoomCmd::Leave { peer }).await;
+    tracing::info!(%room, peer, "peer disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_reason;
+
+    #[test]
+    fn reasons_fit_a_close_frame() {
+        let r = truncate_reason("é".repeat(200));
+        assert!(r.len() <= 123);
+        assert_eq!(truncate_reason("short".into()), "short");
+    }
+}

@@ -1,0 +1,361 @@
+//! [`DocStore`] on sled 0.34.
+//!
+//! Layout, all in sled's default tree so that one `Batch` covers a whole compaction atomically:
+//!
+//! | key                                        | value              |
+//! |--------------------------------------------|--------------------|
+//! | `n` name                                   | empty (room index) |
+//! | `d` len:u16be name `s`                     | [`Snapshot`]       |
+//! | `d` len:u16be name `l` seq:u64be           | [`LogRecord`]      |
+//!
+//! The length prefix keeps one room's keys from being a prefix of another's.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::record::{be_u64, corrupt};
+use crate::{
+    DocStore, LogEntry, LogRecord, RoomStats, Snapshot, StoreError, StoredRoom, check_room_name,
+};
+
+/// When appended data reaches disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing is flushed in the background; callers flush before acknowledging.
+    Sync,
+    /// sled flushes in the background every `flush_every_ms`; a crash loses at most that window.
+    Async { flush_every_ms: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// sled page cache size in bytes.
+    pub cache_capacity: u64,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            durability: Durability::Sync,
+            cache_capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    /// Rooms whose index key is known to be written, to skip re-writing it on every append.
+    indexed: Mutex<HashSet<String>>,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn room_prefix(room: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + room.len() + 9);
+    k.push(b'd');
+    k.extend_from_slice(&(room.len() as u16).to_be_bytes());
+    k.extend_from_slice(room.as_bytes());
+    k
+}
+
+fn snapshot_key(room: &str) -> Vec<u8> {
+    let mut k = room_prefix(room);
+    k.push(b's');
+    k
+}
+
+fn log_prefix(room: &str) -> Vec<u8> {
+    let mut k = room_prefix(room);
+    k.push(b'l');
+    k
+}
+
+fn log_key(room: &str, seq: u64) -> Vec<u8> {
+    let mut k = log_prefix(room);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn index_key(room: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + room.len());
+    k.push(b'n');
+    k.extend_from_slice(room.as_bytes());
+    k
+}
+
+impl SledStore {
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let flush_every = match config.durability {
+            Durability::Sync => None,
+            Durability::Async { flush_every_ms } => Some(flush_every_ms.max(1)),
+        };
+        let db = sled::Config::default()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity)
+            .flush_every_ms(flush_every)
+            .open()
+            .map_err(io)?;
+        Ok(SledStore {
+            db,
+            indexed: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn ensure_indexed(&self, room: &str) -> Result<(), StoreError> {
+        let mut indexed = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+        if !indexed.contains(room) {
+            self.db.insert(index_key(room), &[][..]).map_err(io)?;
+            indexed.insert(room.to_owned());
+        }
+        Ok(())
+    }
+
+    fn read_log(&self, room: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let start = log_key(room, after.saturating_add(1));
+        let prefix = log_prefix(room);
+        let mut out = Vec::new();
+        for kv in self.db.range(start..) {
+            let (k, v) = kv.map_err(io)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if k.len() != prefix.len() + 8 {
+                return Err(corrupt(room, "malformed log key"));
+            }
+            let seq = be_u64(&k[prefix.len()..]);
+            let record =
+                LogRecord::decode(&v).map_err(|e| corrupt(room, format!("log {seq}: {e}")))?;
+            out.push(LogEntry { seq, record });
+        }
+        Ok(out)
+    }
+
+    fn read_snapshot(&self, room: &str) -> Result<Option<Snapshot>, StoreError> {
+        match self.db.get(snapshot_key(room)).map_err(io)? {
+            None => Ok(None),
+            Some(v) => Snapshot::decode(&v)
+                .map(Some)
+                .map_err(|e| corrupt(room, format!("snapshot: {e}"))),
+        }
+    }
+}
+
+impl DocStore for SledStore {
+    fn load(&self, room: &str) -> Result<StoredRoom, StoreError> {
+        check_room_name(room)?;
+        let snapshot = self.read_snapshot(room)?;
+        let after = snapshot.as_ref().map_or(0, |s| s.seq);
+        let log = self.read_log(room, after, usize::MAX)?;
+        let next_seq = log.last().map_or(after, |e| e.seq) + 1;
+        Ok(StoredRoom {
+            snapshot,
+            log,
+            next_seq,
+        })
+    }
+
+    fn append(&self, room: &str, seq: u64, record: &LogRecord) -> Result<(), StoreError> {
+        check_room_name(room)?;
+        self.ensure_indexed(room)?;
+        self.db
+            .insert(log_key(room, seq), record.encode())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn compact(&self, room: &str, snapshot: &Snapshot) -> Result<(), StoreError> {
+        check_room_name(room)?;
+        self.ensure_indexed(room)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(snapshot_key(room), snapshot.encode());
+        let prefix = log_prefix(room);
+        for kv in self.db.range(prefix.clone()..=log_key(room, snapshot.seq)) {
+            let (k, _) = kv.map_err(io)?;
+            batch.remove(k);
+        }
+        self.db.apply_batch(batch).map_err(io)?;
+        Ok(())
+    }
+
+    fn delete(&self, room: &str) -> Result<(), StoreError> {
+        check_room_name(room)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.db.scan_prefix(room_prefix(room)) {
+            let (k, _) = kv.map_err(io)?;
+            batch.remove(k);
+        }
+        batch.remove(index_key(room));
+        self.db.apply_batch(batch).map_err(io)?;
+        self.indexed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(room);
+        Ok(())
+    }
+
+    fn list_rooms(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let start = match after {
+            Some(a) => {
+                let mut k = index_key(a);
+                k.push(0); // first key strictly after `a`
+                k
+            }
+            None => vec![b'n'],
+        };
+        let mut out = Vec::new();
+        for kv in self.db.range(start..) {
+            let (k, _) = kv.map_err(io)?;
+            if k.first() != Some(&b'n') || out.len() >= limit {
+                break;
+            }
+            match std::str::from_utf8(&k[1..]) {
+                Ok(name) => out.push(name.to_owned()),
+                Err(_) => tracing::warn!("skipping room index key that is not utf-8"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn stats(&self, room: &str) -> Result<Option<RoomStats>, StoreError> {
+        check_room_name(room)?;
+        if !self.db.contains_key(index_key(room)).map_err(io)? {
+            return Ok(None);
+        }
+        let mut stats = RoomStats {
+            name: room.to_owned(),
+            ..RoomStats::default()
+        };
+        if let Some(v) = self.db.get(snapshot_key(room)).map_err(io)? {
+            let s = Snapshot::decode(&v).map_err(|e| corrupt(room, format!("snapshot: {e}")))?;
+            stats.size_bytes += v.len() as u64;
+            stats.snapshot_seq = s.seq;
+            stats.last_change_ms = s.time_ms;
+        }
+        let prefix = log_prefix(room);
+        let mut last_seq = stats.snapshot_seq;
+        let mut last_value = None;
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(io)?;
+            stats.size_bytes += v.len() as u64;
+            stats.log_len += 1;
+            if k.len() == prefix.len() + 8 {
+                last_seq = last_seq.max(be_u64(&k[prefix.len()..]));
+            }
+            last_value = Some(v);
+        }
+        if let Some(v) = last_value {
+            let r = LogRecord::decode(&v).map_err(|e| corrupt(room, format!("log: {e}")))?;
+            stats.last_change_ms = stats.last_change_ms.max(r.time_ms);
+        }
+        stats.next_seq = last_seq + 1;
+        Ok(Some(stats))
+    }
+
+    fn log_after(&self, room: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        check_room_name(room)?;
+        self.read_log(room, after, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u8) -> LogRecord {
+        LogRecord {
+            time_ms: u64::from(n),
+            author: "t".into(),
+            update: vec![n],
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> SledStore {
+        SledStore::open(&StoreConfig::new(dir)).expect("open")
+    }
+
+    #[test]
+    fn append_compact_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = open(dir.path());
+            assert!(s.load("a").expect("load").is_empty());
+            for seq in 1..=5 {
+                s.append("a", seq, &rec(seq as u8)).expect("append");
+            }
+            s.append("ab", 1, &rec(100)).expect("append");
+            s.compact(
+                "a",
+                &Snapshot {
+                    seq: 3,
+                    time_ms: 3,
+                    update: vec![9],
+                },
+            )
+            .expect("compact");
+            s.flush().expect("flush");
+        }
+        let s = open(dir.path());
+        let a = s.load("a").expect("load");
+        assert_eq!(a.snapshot.as_ref().map(|s| s.seq), Some(3));
+        assert_eq!(a.log.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(a.next_seq, 6);
+        let ab = s.load("ab").expect("load");
+        assert_eq!(ab.log.len(), 1, "rooms sharing a name prefix stay apart");
+        assert_eq!(s.list_rooms(None, 10).expect("list"), vec!["a", "ab"]);
+        assert_eq!(s.list_rooms(Some("a"), 10).expect("list"), vec!["ab"]);
+        let st = s.stats("a").expect("stats").expect("exists");
+        assert_eq!((st.log_len, st.snapshot_seq, st.next_seq), (2, 3, 6));
+        assert_eq!(s.log_after("a", 4, 10).expect("log").len(), 1);
+        s.delete("a").expect("delete");
+        assert!(s.load("a").expect("load").is_empty());
+        assert!(s.stats("a").expect("stats").is_none());
+        assert_eq!(s.list_rooms(None, 10).expect("list"), vec!["ab"]);
+    }
+
+    #[test]
+    fn next_seq_survives_full_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        s.append("r", 1, &rec(1)).expect("append");
+        s.compact(
+            "r",
+            &Snapshot {
+                seq: 1,
+                time_ms: 1,
+                update: vec![],
+            },
+        )
+        .expect("compact");
+        assert_eq!(s.load("r").expect("load").next_seq, 2);
+    }
+
+    #[test]
+    fn corrupt_record_is_reported_not_returned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        s.append("r", 1, &rec(1)).expect("append");
+        s.db.insert(log_key("r", 2), &[7u8, 1][..])
+            .expect("raw insert");
+        assert!(matches!(s.load("r"), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn invalid_room_names_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        assert!(s.load("").is_err());
+        assert!(s.load(&"x".repeat(513)).is_err());
+        assert!(s.load(&"x".repeat(512)).is_ok());
+    }
+}
