@@ -9,21 +9,33 @@ use tokio::sync::{mpsc, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+enum Request {
+    Flush(Waiter),
+    /// Flush once more, then end the task (releasing its handle on the store).
+    Stop,
+}
+
 #[derive(Clone)]
 pub struct Flusher {
     // Unbounded is safe: each room task has at most one request outstanding.
-    tx: mpsc::UnboundedSender<Waiter>,
+    tx: mpsc::UnboundedSender<Request>,
 }
 
 impl Flusher {
     /// Starts the flushing task; it ends when every `Flusher` clone is dropped.
     pub fn spawn(store: Arc<dyn DocStore>) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
         let task = tokio::spawn(async move {
+            let mut stopping = false;
             while let Some(first) = rx.recv().await {
-                let mut waiters = vec![first];
-                while let Ok(w) = rx.try_recv() {
-                    waiters.push(w);
+                let mut waiters = Vec::new();
+                for request in
+                    std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                {
+                    match request {
+                        Request::Flush(w) => waiters.push(w),
+                        Request::Stop => stopping = true,
+                    }
                 }
                 let store = store.clone();
                 let result = match tokio::task::spawn_blocking(move || store.flush()).await {
@@ -33,6 +45,9 @@ impl Flusher {
                 for w in waiters {
                     let _ = w.send(result.clone());
                 }
+                if stopping {
+                    break;
+                }
             }
         });
         (Flusher { tx }, task)
@@ -41,7 +56,14 @@ impl Flusher {
     /// Returns once everything written before the call is on disk.
     pub async fn flush(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| "flusher stopped".to_owned())?;
+        self.tx
+            .send(Request::Flush(tx))
+            .map_err(|_| "flusher stopped".to_owned())?;
         rx.await.map_err(|_| "flusher stopped".to_owned())?
+    }
+
+    /// Asks the task to flush a last time and end.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Request::Stop);
     }
 }

@@ -85,26 +85,31 @@ pub struct Hub {
     rooms: Mutex<HashMap<String, RoomHandle>>,
     store: Arc<dyn DocStore>,
     flusher: Flusher,
+    flusher_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub config: ServerConfig,
     next_peer: AtomicU64,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
     /// Room tasks and connection tasks, awaited at shutdown.
     pub tasks: TaskTracker,
+    /// The number of loaded rooms, observable (tests wait on unloads through it).
+    loaded: tokio::sync::watch::Sender<usize>,
 }
 
 impl Hub {
     pub fn new(store: Arc<dyn DocStore>, config: ServerConfig) -> Arc<Self> {
-        let (flusher, _task) = Flusher::spawn(store.clone());
+        let (flusher, task) = Flusher::spawn(store.clone());
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             store,
             flusher,
+            flusher_task: Mutex::new(Some(task)),
             config,
             next_peer: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            loaded: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -122,6 +127,15 @@ impl Hub {
 
     pub fn loaded_rooms(&self) -> usize {
         self.lock_rooms().len()
+    }
+
+    /// Follows the number of loaded rooms as rooms load and unload.
+    pub fn watch_loaded_rooms(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.loaded.subscribe()
+    }
+
+    fn publish_loaded(&self, rooms: &HashMap<String, RoomHandle>) {
+        self.loaded.send_replace(rooms.len());
     }
 
     pub fn is_loaded(&self, room: &str) -> bool {
@@ -142,6 +156,7 @@ impl Hub {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let handle = RoomHandle { tx, generation };
         rooms.insert(name.to_owned(), handle.clone());
+        self.publish_loaded(&rooms);
         let hub = self.clone();
         let name = name.to_owned();
         self.tasks
@@ -157,6 +172,7 @@ impl Hub {
         }
         if rooms.get(name).is_some_and(|h| h.generation == generation) {
             rooms.remove(name);
+            self.publish_loaded(&rooms);
         }
         true
     }
@@ -194,6 +210,7 @@ impl Hub {
         let mut rooms = self.lock_rooms();
         if rooms.get(name).is_some_and(|h| h.generation == generation) {
             rooms.remove(name);
+            self.publish_loaded(&rooms);
         }
     }
 
@@ -248,6 +265,15 @@ impl Hub {
         }
         self.tasks.close();
         self.tasks.wait().await;
+        self.flusher.stop();
+        let task = self
+            .flusher_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush failed");
         }

@@ -30,7 +30,15 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let hub = Hub::new(store, config);
+    serve(listener, Hub::new(store, config), shutdown).await
+}
+
+/// [`run`] with a hub the caller built (and can observe).
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(routes::routes(hub.clone()))
         .incoming(listener)

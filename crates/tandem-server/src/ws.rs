@@ -72,7 +72,8 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
                         break None;
                     }
                 }
-                None => break Some((close::INTERNAL_ERROR, "room closed".into())),
+                // the room dropped our queue: it closed us, and says why on `close_rx`
+                None => break Some(close_rx.try_recv().unwrap_or((close::INTERNAL_ERROR, "room closed".into()))),
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(msg)) => {

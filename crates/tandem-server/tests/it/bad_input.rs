@@ -1,0 +1,226 @@
+//! Hostile and malformed input: each bad frame closes only the connection that sent it, with a
+//! close code and a reason; the room, its stored data and every other connection keep working.
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use tandem_protocol::codec::{write_str, write_var_u64};
+use tandem_protocol::{encode_sync_step2, encode_update};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::updates::encoder::Encode;
+use yrs::{ReadTxn, Text, Transact};
+
+use crate::common::{Client, TestServer, test_config};
+
+/// A room with two healthy clients and some content, plus a second room.
+struct Fixture {
+    server: TestServer,
+    a: Client,
+    b: Client,
+    other: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(config: tandem_server::ServerConfig) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = TestServer::start(dir.path(), config).await;
+        let mut a = Client::synced(&server.url("victim"), 1).await;
+        let mut b = Client::synced(&server.url("victim"), 2).await;
+        let other = Client::synced(&server.url("bystander"), 3).await;
+        a.insert_text("t", 0, "precious").await;
+        let sv = a.state_vector();
+        b.wait_for_state(&sv).await;
+        Fixture {
+            server,
+            a,
+            b,
+            other,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `frame` from a fresh connection to the victim room; returns how it was closed
+    /// (None if the server kept it open and answered normally).
+    async fn attack(&self, frame: WsMessage) -> (u16, String) {
+        let mut evil = Client::synced(&self.server.url("victim"), 666).await;
+        evil.send_raw(frame).await.expect("send");
+        evil.wait_closed().await
+    }
+
+    /// Everyone else still syncs and the room's content is intact.
+    async fn still_healthy(&mut self, round: u32) {
+        self.b.insert_text("t", 0, &format!("<{round}>")).await;
+        let sv = self.b.state_vector();
+        self.a.wait_for_state(&sv).await;
+        let sv = self.a.state_vector();
+        self.b.wait_for_state(&sv).await;
+        // (a bit-flipped update can be a valid one that edits the text; what must hold is that
+        // everyone agrees and nothing breaks)
+        assert_eq!(self.a.text("t"), self.b.text("t"));
+        self.other.insert_text("t", 0, "x").await;
+        let sv = self.other.state_vector();
+        self.other.wait_for_state(&sv).await;
+        // storage still loads
+        let stored = self.server.hub.store().load("victim").expect("loads");
+        assert!(!stored.is_empty());
+    }
+}
+
+fn valid_update() -> Vec<u8> {
+    let doc = yrs::Doc::with_client_id(4242);
+    let t = doc.get_or_insert_text("t");
+    t.insert(&mut doc.transact_mut(), 0, "valid content here");
+    doc.transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default())
+}
+
+fn any_update(client: u64, clock: u64, any: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_var_u64(&mut out, 1);
+    write_var_u64(&mut out, 1);
+    write_var_u64(&mut out, client);
+    write_var_u64(&mut out, clock);
+    out.push(8);
+    write_var_u64(&mut out, 1);
+    write_str(&mut out, "m");
+    write_var_u64(&mut out, 1);
+    out.extend_from_slice(any);
+    out.push(0);
+    out
+}
+
+#[tokio::test]
+async fn malformed_frames_close_only_their_connection() {
+    let mut fx = Fixture::new(test_config()).await;
+    let cases: Vec<(&str, WsMessage, u16)> = vec![
+        (
+            "unknown message type",
+            WsMessage::Binary(vec![9u8].into()),
+            4400,
+        ),
+        (
+            "unknown sync type",
+            WsMessage::Binary(vec![0u8, 7].into()),
+            4400,
+        ),
+        (
+            "empty frame",
+            WsMessage::Binary(Vec::<u8>::new().into()),
+            4400,
+        ),
+        ("text frame", WsMessage::Text("hello".into()), 4400),
+        (
+            "update yrs would reject (empty gc block)",
+            WsMessage::Binary(encode_update(&[1, 1, 5, 0, 0, 0, 0]).into()),
+            4400,
+        ),
+        (
+            "client id at 2^53",
+            WsMessage::Binary(encode_update(&any_update(1 << 53, 0, &[126])).into()),
+            4400,
+        ),
+        (
+            "awareness with invalid json",
+            WsMessage::Binary(
+                tandem_protocol::encode_awareness_message(&[tandem_protocol::AwarenessEntry {
+                    client_id: 1,
+                    clock: 1,
+                    state: "{nope",
+                }])
+                .into(),
+            ),
+            4400,
+        ),
+    ];
+    for (round, (what, frame, code)) in cases.into_iter().enumerate() {
+        let (got, reason) = fx.attack(frame).await;
+        assert_eq!(got, code, "{what}: {reason}");
+        assert!(!reason.is_empty(), "{what}: a reason is given");
+        fx.still_healthy(round as u32).await;
+    }
+}
+
+#[tokio::test]
+async fn deeply_nested_values_are_refused_without_crashing() {
+    let mut fx = Fixture::new(test_config()).await;
+    let mut nested = Vec::new();
+    for _ in 0..500_000 {
+        nested.extend_from_slice(&[117, 1]);
+    }
+    nested.push(126);
+    let (code, reason) = fx
+        .attack(WsMessage::Binary(
+            encode_update(&any_update(77, 0, &nested)).into(),
+        ))
+        .await;
+    assert_eq!(code, 4400);
+    assert!(reason.contains("nested"), "{reason}");
+    fx.still_healthy(0).await;
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_are_closed_with_1009() {
+    let mut config = test_config();
+    config.max_frame_bytes = 64 * 1024;
+    let mut fx = Fixture::new(config).await;
+    let (code, _) = fx
+        .attack(WsMessage::Binary(vec![0u8; 100 * 1024].into()))
+        .await;
+    assert_eq!(code, 1009);
+    fx.still_healthy(0).await;
+}
+
+#[tokio::test]
+async fn huge_clock_gap_asks_for_resync_and_then_closes() {
+    let mut fx = Fixture::new(test_config()).await;
+    let gap = any_update(31337, 1_000_000, &[126]);
+    let mut evil = Client::synced(&fx.server.url("victim"), 31337).await;
+    evil.send(encode_update(&gap)).await;
+    // the server asks for what it lacks; our client answers with its (empty) diff, and then we
+    // send the gapped update as SyncStep2, which cannot be resolved
+    evil.pump().await;
+    evil.send(encode_sync_step2(&gap)).await;
+    let (code, reason) = evil.wait_closed().await;
+    assert_eq!(code, 4409, "{reason}");
+    let stored = fx.server.hub.store().load("victim").expect("load");
+    assert!(stored.log.iter().all(|e| e.record.update.len() < 100));
+    fx.still_healthy(0).await;
+}
+
+#[tokio::test]
+async fn random_truncated_and_bit_flipped_frames_never_hurt_the_room() {
+    let seed: u64 = rand::random();
+    println!("seed: {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fx = Fixture::new(test_config()).await;
+    let valid = encode_update(&valid_update());
+    let sv_frame =
+        tandem_protocol::encode_sync_step1(&yrs::Doc::new().transact().state_vector().encode_v1());
+    for round in 0..30u32 {
+        let frame = match round % 3 {
+            0 => {
+                let mut b = vec![0u8; rng.random_range(1..64)];
+                rng.fill_bytes(&mut b);
+                b
+            }
+            1 => valid[..rng.random_range(1..valid.len())].to_vec(),
+            _ => {
+                let mut b = if rng.random_bool(0.5) {
+                    valid.clone()
+                } else {
+                    sv_frame.clone()
+                };
+                let i = rng.random_range(0..b.len());
+                b[i] ^= 1 << rng.random_range(0..8);
+                b
+            }
+        };
+        let mut evil = Client::synced(&fx.server.url("victim"), 7000 + u64::from(round)).await;
+        evil.send(frame).await;
+        // a follow-up message proves whether the connection survived; either way is fine as
+        // long as a closed connection carries a code and a reason
+        evil.send(tandem_protocol::encode_query_awareness()).await;
+        evil.close().await;
+        fx.still_healthy(round).await;
+    }
+}

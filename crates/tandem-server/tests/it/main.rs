@@ -1,0 +1,11 @@
+//! The tandem-server integration tests: real WebSockets against an in-process server on
+//! 127.0.0.1:0 with a real sled store in a temp dir.
+//!
+//! Where new tests go:
+//! - `sync.rs` — convergence, late joiners, awareness, isolation, restarts, compaction, unloading;
+//! - `bad_input.rs` — every class of hostile or malformed input;
+//! - `common.rs` — the server fixture and a y-websocket-speaking yrs client (no tests).
+
+mod bad_input;
+mod common;
+mod sync;

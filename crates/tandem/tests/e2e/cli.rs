@@ -1,0 +1,97 @@
+//! The command line and process behaviour: help text, the startup line, SIGTERM, HTTP refusals.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::server::{Server, TIMEOUT, binary};
+
+#[test]
+fn help_documents_every_serve_option() {
+    let out = Command::new(binary())
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--listen",
+        "--data",
+        "--durability",
+        "--flush-ms",
+        "--max-frame-bytes",
+        "--send-queue",
+        "--idle-unload-secs",
+        "--log-level",
+    ] {
+        assert!(help.contains(opt), "{opt} missing from:\n{help}");
+    }
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str, upgrade: bool) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let extra = if upgrade {
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    // read the response head only: after a 101 the connection stays open
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[test]
+fn invalid_room_names_get_400_before_the_upgrade() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let long = format!("/{}", "x".repeat(513));
+    for path in ["/%FF%FE", long.as_str()] {
+        let reply = http_get(server.addr, path, true);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+    }
+    let ok = http_get(server.addr, "/fine", true);
+    assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
+    server.kill();
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url("term"))
+        .await
+        .expect("connect");
+    // the server greets with SyncStep1: the room is live
+    let first = tokio::time::timeout(TIMEOUT, ws.next())
+        .await
+        .expect("greeting");
+    assert!(matches!(first, Some(Ok(WsMessage::Binary(_)))));
+    let status = tokio::task::spawn_blocking(move || server.terminate());
+    let mut code = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(TIMEOUT, ws.next()).await {
+        if let WsMessage::Close(frame) = msg {
+            code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(1001));
+    let status = status.await.expect("join");
+    assert!(status.success(), "exit status {status:?}");
+}

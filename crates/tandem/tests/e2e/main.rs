@@ -1,0 +1,11 @@
+//! End-to-end tests of the `tandem` binary: it is started as a child process on 127.0.0.1:0
+//! with a temp data dir, driven over real sockets, signalled and killed.
+//!
+//! Where new tests go:
+//! - `crash.rs` — SIGKILL durability (every echoed update survives);
+//! - `cli.rs` — command line, startup line, signals, HTTP-level refusals;
+//! - `server.rs` — the child-process fixture and a minimal protocol client (no tests).
+
+mod cli;
+mod crash;
+mod server;
