@@ -57,9 +57,10 @@ impl Fixture {
         // (a bit-flipped update can be a valid one that edits the text; what must hold is that
         // everyone agrees and nothing breaks)
         assert_eq!(self.a.text("t"), self.b.text("t"));
-        self.other.insert_text("t", 0, "x").await;
-        let sv = self.other.state_vector();
-        self.other.wait_for_state(&sv).await;
+        let text = self.other.doc.get_or_insert_text("t");
+        self.other
+            .edit_confirmed(|_, txn| text.insert(txn, 0, "x"))
+            .await;
         // storage still loads
         let stored = self.server.hub.store().load("victim").expect("loads");
         assert!(!stored.is_empty());

@@ -87,6 +87,8 @@ pub struct Client {
     pub closed: Option<(u16, String)>,
     /// Auth messages received (permission denied reasons).
     pub denied: Vec<String>,
+    /// Sync Update messages received (echoes of our own updates included).
+    pub updates_received: usize,
 }
 
 impl Client {
@@ -101,6 +103,7 @@ impl Client {
             awareness: HashMap::new(),
             closed: None,
             denied: Vec::new(),
+            updates_received: 0,
         };
         let sv = c.doc.transact().state_vector().encode_v1();
         c.send(encode_sync_step1(&sv)).await;
@@ -133,6 +136,15 @@ impl Client {
             txn.encode_update_v1()
         };
         self.send(encode_update(&update)).await;
+    }
+
+    /// Makes a local edit and waits until the server echoes an update back (the echo is the
+    /// server's receipt: the update is stored).
+    pub async fn edit_confirmed(&mut self, f: impl FnOnce(&Doc, &mut yrs::TransactionMut)) {
+        let before = self.updates_received;
+        self.edit(f).await;
+        self.wait_until("echo", |c| c.updates_received > before)
+            .await;
     }
 
     pub async fn insert_text(&mut self, name: &str, index: u32, s: &str) {
@@ -199,13 +211,10 @@ impl Client {
                     let diff = self.doc.transact().encode_diff_v1(&sv);
                     self.send(encode_sync_step2(&diff)).await;
                 }
-                Message::Sync(SyncMessage::SyncStep2(u))
-                | Message::Sync(SyncMessage::Update(u)) => {
-                    let update = Update::decode_v1(u).expect("server sends valid updates");
-                    self.doc
-                        .transact_mut()
-                        .apply_update(update)
-                        .expect("apply server update");
+                Message::Sync(SyncMessage::SyncStep2(u)) => self.apply_remote(u),
+                Message::Sync(SyncMessage::Update(u)) => {
+                    self.updates_received += 1;
+                    self.apply_remote(u);
                 }
                 Message::Awareness(entries) => {
                     for e in entries {
@@ -219,6 +228,14 @@ impl Client {
                 Message::Auth(_) | Message::QueryAwareness => {}
             }
         }
+    }
+
+    fn apply_remote(&mut self, update: &[u8]) {
+        let update = Update::decode_v1(update).expect("server sends valid updates");
+        self.doc
+            .transact_mut()
+            .apply_update(update)
+            .expect("apply server update");
     }
 
     async fn wait_for_step2(&mut self) {

@@ -4,8 +4,10 @@
 //! Where new tests go:
 //! - `sync.rs` — convergence, late joiners, awareness, isolation, restarts, compaction, unloading;
 //! - `bad_input.rs` — every class of hostile or malformed input;
+//! - `flow.rs` — slow peers and keepalive;
 //! - `common.rs` — the server fixture and a y-websocket-speaking yrs client (no tests).
 
 mod bad_input;
 mod common;
+mod flow;
 mod sync;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yrs::types::ToJson;
-use yrs::{Map, Transact};
+use yrs::{Map, Text, Transact};
 
 use crate::common::{Client, TIMEOUT, TestServer, covers, full_state, merged, test_config};
 
@@ -90,13 +90,12 @@ async fn updates_are_echoed_to_the_sender_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), test_config()).await;
     let mut a = Client::synced(&server.url("echo"), 1).await;
+    let mut b = Client::synced(&server.url("echo"), 2).await;
     a.insert_text("t", 0, "x").await;
-    // our own update comes back: wait for an Update frame while the doc already has it
-    let mut echoed = false;
-    while !echoed {
-        assert!(a.pump().await);
-        echoed = true;
-    }
+    // the sender receives its own update back as a sync Update message
+    a.wait_until("own echo", |c| c.updates_received == 1).await;
+    b.wait_until("broadcast", |c| c.updates_received == 1).await;
+    assert_eq!(b.text("t"), "x");
     server.stop().await;
 }
 
@@ -148,11 +147,10 @@ async fn fifty_rooms_stay_isolated() {
         assert_eq!(b.text("t"), format!("room {r} only"));
     }
     for (_, b) in pairs.iter_mut() {
-        // nothing from any other room ever arrives: one more edit round-trip proves the queue
-        // held only this room's traffic
-        b.insert_text("t", 0, "+").await;
-        let sv = b.state_vector();
-        b.wait_for_state(&sv).await;
+        let text = b.doc.get_or_insert_text("t");
+        b.edit_confirmed(|_, txn| text.insert(txn, 0, "+")).await;
+        // b received exactly two updates: a's and the echo of its own
+        assert_eq!(b.updates_received, 2);
     }
     for (r, (a, b)) in pairs.iter_mut().enumerate() {
         let sv = b.state_vector();
@@ -169,9 +167,9 @@ async fn restart_keeps_every_room() {
     let server = TestServer::start(dir.path(), test_config()).await;
     for r in 0..5u64 {
         let mut a = Client::synced(&server.url(&format!("keep-{r}")), 500 + r).await;
-        a.insert_text("t", 0, &format!("kept {r}")).await;
-        let sv = a.state_vector();
-        a.wait_for_state(&sv).await;
+        let text = a.doc.get_or_insert_text("t");
+        a.edit_confirmed(|_, txn| text.insert(txn, 0, &format!("kept {r}")))
+            .await;
         a.close().await;
     }
     server.stop().await;
@@ -240,9 +238,9 @@ async fn idle_room_unloads_and_reloads_from_storage() {
     let server = TestServer::start(dir.path(), config).await;
     let mut loaded = server.hub.watch_loaded_rooms();
     let mut a = Client::synced(&server.url("idle"), 1).await;
-    a.insert_text("t", 0, "survives unload").await;
-    let sv = a.state_vector();
-    a.wait_for_state(&sv).await;
+    let text = a.doc.get_or_insert_text("t");
+    a.edit_confirmed(|_, txn| text.insert(txn, 0, "survives unload"))
+        .await;
     assert!(server.hub.is_loaded("idle"));
     a.close().await;
     tokio::time::timeout(TIMEOUT, loaded.wait_for(|&n| n == 0))

@@ -1,0 +1,112 @@
+//! Flow control and liveness: slow peers are disconnected instead of stalling the room or
+//! growing memory; silent peers are dropped by the keepalive.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use yrs::Text;
+
+use crate::common::{Client, TIMEOUT, TestServer, test_config};
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_closed_with_4429_and_the_room_carries_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config();
+    config.send_queue_frames = 4;
+    let server = TestServer::start(dir.path(), config).await;
+    let url = server.url("slow");
+    let mut slow = Client::synced(&url, 1).await;
+    let mut writer = Client::synced(&url, 2).await;
+    let mut reader = Client::synced(&url, 3).await;
+    // far more than the socket buffers hold, so the slow peer's queue must overflow
+    const CHUNK: u32 = 64 * 1024;
+    const UPDATES: u32 = 200;
+    let target = yrs::StateVector::new(
+        [(yrs::ClientID::new(2), CHUNK * UPDATES)]
+            .into_iter()
+            .collect(),
+    );
+    // the healthy reader keeps reading the whole time
+    let reader = tokio::spawn(async move {
+        reader.wait_for_state(&target).await;
+        reader
+    });
+    let chunk = "x".repeat(CHUNK as usize);
+    for _ in 0..UPDATES {
+        let text = writer.doc.get_or_insert_text("t");
+        writer
+            .edit_confirmed(|_, txn| {
+                let len = text.len(txn);
+                text.insert(txn, len, &chunk);
+            })
+            .await;
+    }
+    let reader = reader.await.expect("reader got everything");
+    assert!(reader.closed.is_none());
+    let (code, reason) = slow.wait_closed().await;
+    assert_eq!(code, 4429, "{reason}");
+    server.stop().await;
+}
+
+/// Reads raw WebSocket frames (server frames are unmasked) until the close frame; returns its
+/// code. Never answers pings: that is the point.
+async fn close_code_without_ponging(stream: &mut tokio::net::TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut buf))
+        .await
+        .expect("server closes in time")
+        .expect("read");
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http head")
+        + 4;
+    let mut rest = &buf[head_end..];
+    while rest.len() >= 2 {
+        let opcode = rest[0] & 0x0f;
+        let (len, header) = match rest[1] & 0x7f {
+            126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&rest[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            n => (n as usize, 2),
+        };
+        let payload = &rest[header..header + len];
+        if opcode == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+        rest = &rest[header + len..];
+    }
+    panic!("no close frame received");
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_pings_is_dropped_with_4000() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config();
+    config.ping_interval = Duration::from_millis(100);
+    let server = TestServer::start(dir.path(), config).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /silent HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .expect("upgrade request");
+    assert_eq!(close_code_without_ponging(&mut stream).await, 4000);
+    // a client that answers pings stays connected across many intervals
+    let mut alive = Client::synced(&server.url("silent"), 9).await;
+    for i in 0..5 {
+        let text = alive.doc.get_or_insert_text("t");
+        alive
+            .edit_confirmed(|_, txn| text.insert(txn, 0, &i.to_string()))
+            .await;
+    }
+    assert!(alive.closed.is_none());
+    server.stop().await;
+}
