@@ -30,6 +30,7 @@ export function launchBrowser () {
 export async function openPage (browser, url, { viewport = { width: 1280, height: 800 }, name } = {}) {
   const context = await browser.newContext({ viewport })
   const page = await context.newPage()
+  page.label = name || 'page'
   page.errors = []
   page.allowErrors = []
   page.on('console', (msg) => {
@@ -70,4 +71,53 @@ export async function screenshot (page, name) {
   const path = join(ARTIFACTS, `${name}.png`)
   await page.screenshot({ path, fullPage: true })
   return path
+}
+
+/** Puts the caret at the start or end of the editor and types `text` with real key presses. */
+export async function typeInEditor (page, text, where = 'end') {
+  await page.locator('.cm-content').click()
+  await page.keyboard.press(where === 'start' ? 'Control+Home' : 'Control+End')
+  await page.keyboard.type(text)
+}
+
+/** The editor's text as CodeMirror renders it. */
+export function editorText (page) {
+  return page.evaluate(() => window.tandem.editorText())
+}
+
+/** Waits until the editor text contains every string in `parts`. */
+export function waitForEditorToContain (page, parts, timeout = 20000) {
+  return page.waitForFunction(
+    (ps) => { const t = window.tandem.editorText(); return ps.every((p) => t.includes(p)) },
+    parts, { timeout })
+}
+
+/** Waits until the editor text equals `text`. */
+export function waitForEditorText (page, text, timeout = 20000) {
+  return page.waitForFunction((t) => window.tandem.editorText() === t, text, { timeout })
+}
+
+/** The task list as shown: [{ text, done }] in display order, read from the DOM. */
+export function shownTasks (page) {
+  return page.$$eval('#tasks .task', (lis) => lis.map((li) => ({
+    text: li.querySelector('.task-text').textContent,
+    done: li.querySelector('.task-check').checked
+  })))
+}
+
+/** Adds a task through the form, like a person: type, then click "Add". */
+export async function addTask (page, text) {
+  await page.locator('#task-input').click()
+  await page.keyboard.type(text)
+  await page.locator('#task-add').click()
+}
+
+/** The <li> of the task whose text is `text`. */
+export function taskItem (page, text) {
+  return page.locator('#tasks .task').filter({ has: page.locator('.task-text', { hasText: new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }) })
+}
+
+export function assertNoPageErrors (pages) {
+  const errors = pages.flatMap((p) => p.errors.map((e) => `${p.label || 'page'}: ${e}`))
+  if (errors.length) throw new Error(`errors in the browser:\n${errors.join('\n')}`)
 }
