@@ -14,9 +14,13 @@ export function tempDataDir () {
   return mkdtempSync(join(tmpdir(), 'tandem-test-'))
 }
 
-/** Starts `tandem serve` on 127.0.0.1:0; resolves to { url, wsUrl, proc, stop, kill }. */
-export async function startServer (dataDir, extraArgs = []) {
-  const proc = spawn(TANDEM_BIN, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, ...extraArgs], {
+/**
+ * Starts `tandem serve` on 127.0.0.1:0; resolves to { url, wsUrl, port, proc, stop, kill }.
+ * `listen` picks the address instead (e.g. the port of a stopped server, to restart it where
+ * open pages will reconnect).
+ */
+export async function startServer (dataDir, extraArgs = [], { listen = '127.0.0.1:0' } = {}) {
+  const proc = spawn(TANDEM_BIN, ['serve', '--listen', listen, '--data', dataDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, TANDEM_LOG: process.env.TANDEM_LOG || 'warn' }
   })
@@ -32,6 +36,7 @@ export async function startServer (dataDir, extraArgs = []) {
   return {
     url,
     wsUrl: url.replace(/^http/, 'ws'),
+    port: Number(new URL(url).port),
     proc,
     exited,
     /** SIGTERM: graceful shutdown; resolves to the exit status. */

@@ -84,15 +84,21 @@ fn demo() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> 
     let index = warp::path::end()
         .and(warp::get())
         .map(|| asset("index.html"));
+    // Files live under `assets/` inside the embedded dir. A missing asset is answered with 404
+    // here rather than rejected, so the WebSocket filter's rejection cannot turn it into a 400.
     let assets = warp::path!("assets" / String)
         .and(warp::get())
-        .map(|name: String| asset(&name));
+        .map(|name: String| {
+            asset(&format!("assets/{name}")).unwrap_or_else(|| {
+                warp::reply::with_status("not found", StatusCode::NOT_FOUND).into_response()
+            })
+        });
     index
-        .or(assets)
-        .unify()
         .and_then(|r: Option<warp::reply::Response>| async move {
             r.ok_or_else(warp::reject::not_found)
         })
+        .or(assets)
+        .unify()
 }
 
 fn asset(name: &str) -> Option<warp::reply::Response> {

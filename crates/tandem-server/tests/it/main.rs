@@ -5,9 +5,11 @@
 //! - `sync.rs` — convergence, late joiners, awareness, isolation, restarts, compaction, unloading;
 //! - `bad_input.rs` — every class of hostile or malformed input;
 //! - `flow.rs` — slow peers and keepalive;
+//! - `demo.rs` — the embedded web demo over plain HTTP;
 //! - `common.rs` — the server fixture and a y-websocket-speaking yrs client (no tests).
 
 mod bad_input;
 mod common;
+mod demo;
 mod flow;
 mod sync;
