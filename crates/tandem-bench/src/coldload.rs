@@ -2,13 +2,13 @@
 //! connect to holding the full, verified text. The same run times raw yrs decode + apply +
 //! encode of each document in-process, the floor any yrs-based server works against.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tandem_protocol::encode_update;
 use yrs::updates::decoder::Decode;
 use yrs::{GetString, ReadTxn, StateVector, Transact};
 
-use crate::ingest::apply_all;
+use crate::ingest::fetch_text;
 use crate::server::ServerCtl;
 use crate::{BenchError, Ctx, Result};
 
@@ -57,18 +57,11 @@ pub async fn run(
         up.handshake(&yrs::Doc::new(), ctx.timeout).await?;
         up.send(&encode_update(&v1)).await?;
         // Stored once a fresh client sees the whole text.
-        let deadline = tokio::time::Instant::now() + ctx.timeout;
-        loop {
-            let (got, _) = load(ctx, &room).await?;
-            if got == text {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(BenchError::Verify(format!(
-                    "{file}: upload never became visible"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let (got, _) = load(ctx, &room, &text).await?;
+        if got != text {
+            return Err(BenchError::Verify(format!(
+                "{file}: upload never became visible"
+            )));
         }
         up.close().await;
         docs.push((file.clone(), room, v1.len(), text, raw_ms));
@@ -82,7 +75,7 @@ pub async fn run(
             if cold {
                 ctx.restart(server).await?;
             }
-            let (got, ms) = load(ctx, room).await?;
+            let (got, ms) = load(ctx, room, text).await?;
             times[i].push(ms);
             verified[i] &= got == *text;
         }
@@ -134,18 +127,10 @@ pub async fn run(
     Ok((table, json))
 }
 
-/// Connects a fresh client and times connect → SyncStep2 applied → text read. Returns the text.
-async fn load(ctx: &Ctx, room: &str) -> Result<(String, f64)> {
-    let t0 = Instant::now();
-    let doc = yrs::Doc::new();
-    let mut conn = ctx.endpoint.connect(room).await?;
-    let updates = conn.handshake(&doc, ctx.timeout).await?;
-    apply_all(&doc, &updates)?;
-    let text = doc.get_or_insert_text("text");
-    let s = text.get_string(&doc.transact());
-    let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    conn.close().await;
-    Ok((s, ms))
+/// Connects a fresh client and times connect → the full expected text applied and read.
+async fn load(ctx: &Ctx, room: &str, expected: &str) -> Result<(String, f64)> {
+    let (text, _, ms) = fetch_text(ctx, room, expected, 0).await?;
+    Ok((text, ms))
 }
 
 /// Converts a v2-encoded document into one v1 update of its whole state, and its text.

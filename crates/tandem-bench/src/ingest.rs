@@ -184,7 +184,7 @@ pub async fn run(
     } else {
         "none".to_owned()
     };
-    let (text, server_clock) = fetch_text(ctx, &room, writer_id).await?;
+    let (text, server_clock, _) = fetch_text(ctx, &room, &trace.end, writer_id).await?;
     let expected_clock = final_clock.saturating_sub(1); // the sentinel is not part of the text
     let res = IngestResult {
         workload: "ingest",
@@ -295,18 +295,46 @@ async fn reader(
     Ok(())
 }
 
-/// Connects a fresh client, applies what the server sends, and returns the text of `text` and
-/// the server's clock for `client`.
-pub async fn fetch_text(ctx: &Ctx, room: &str, client: u64) -> Result<(String, u32)> {
+/// Connects a fresh client, applies what the server sends until the root text `text` equals
+/// `expected` (servers that load in the background send the content after the handshake) or the
+/// timeout passes. Returns the text, the server's clock for `client`, and the milliseconds from
+/// connect to that text.
+pub async fn fetch_text(
+    ctx: &Ctx,
+    room: &str,
+    expected: &str,
+    client: u64,
+) -> Result<(String, u32, f64)> {
+    let t0 = std::time::Instant::now();
     let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("text");
     let mut conn = ctx.endpoint.connect(room).await?;
     let updates = conn.handshake(&doc, ctx.timeout).await?;
-    conn.close().await;
     apply_all(&doc, &updates)?;
-    let text = doc.get_or_insert_text("text");
-    let txn = doc.transact();
-    let clock = txn.state_vector().get(&yrs::ClientID::new(client));
-    Ok((text.get_string(&txn), clock))
+    let deadline = tokio::time::Instant::now() + ctx.timeout;
+    let mut got = text.get_string(&doc.transact());
+    while got != expected {
+        let msgs = match tokio::time::timeout_at(deadline, conn.recv()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+        };
+        for m in msgs {
+            match m {
+                Incoming::Update(u) | Incoming::SyncStep2(u) => {
+                    apply_all(&doc, std::slice::from_ref(&u))?
+                }
+                Incoming::SyncStep1(sv) => conn.answer_step1(&doc, &sv).await?,
+            }
+        }
+        got = text.get_string(&doc.transact());
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    conn.close().await;
+    let clock = doc
+        .transact()
+        .state_vector()
+        .get(&yrs::ClientID::new(client));
+    Ok((got, clock, ms))
 }
 
 /// Applies received updates to `doc`, behind `catch_unwind`.

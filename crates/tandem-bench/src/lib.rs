@@ -136,6 +136,7 @@ pub struct Ctx {
     pub traces: PathBuf,
     pub timeout: Duration,
     pub settle: Duration,
+    settled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Ctx {
@@ -170,7 +171,12 @@ impl Ctx {
 
     /// Restarts the managed server and records its new pid.
     pub async fn restart(&self, server: &mut ServerCtl) -> Result<()> {
-        if !self.settle.is_zero() {
+        // Only the first restart follows fresh writes; later ones (cold loads) need no settling.
+        if !self.settle.is_zero()
+            && !self
+                .settled
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             tokio::time::sleep(self.settle).await;
         }
         server.restart().await?;
@@ -218,6 +224,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         traces: args.traces.clone().unwrap_or_else(default_traces),
         timeout,
         settle: Duration::from_millis(args.settle_ms),
+        settled: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     server.start().await?;
     ctx.set_pid(server.pid());
