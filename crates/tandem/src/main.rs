@@ -31,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the server: y-websocket rooms at ws://ADDR/<room>, the demo at http://ADDR/.
     Serve(ServeArgs),
+    /// Load-test a y-websocket server (Tandem or a peer): fanout, saturate, ingest, coldload,
+    /// connections. Prints a table, then one JSON line.
+    Bench(tandem_bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -98,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Bench(args) => runtime
+            .block_on(tandem_bench::run(args))
+            .context("tandem bench"),
     }
 }
 

@@ -4,8 +4,10 @@
 //! Where new tests go:
 //! - `crash.rs` — SIGKILL durability (every echoed update survives);
 //! - `cli.rs` — command line, startup line, signals, HTTP-level refusals;
-//! - `server.rs` — the child-process fixture and a minimal protocol client (no tests).
+//! - `server.rs` — the child-process fixture and a minimal protocol client (no tests);
+//! - `bench.rs` — smoke runs of every `tandem bench` workload against the real server.
 
+mod bench;
 mod cli;
 mod crash;
 mod server;
