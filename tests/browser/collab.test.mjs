@@ -141,7 +141,9 @@ test('3. offline toggle: both edit while one is offline, then they converge', as
   await waitForEditorToContain(b, [offlineA, onlineB, 'shared start'])
   const final = await editorText(a)
   await waitForEditorText(b, final)
-  await b.waitForFunction(() => document.querySelectorAll('#presence .person').length === 2)
+  // Alice is back in Bob's list right after reconnecting, not only at the next 15 s awareness
+  // renewal (the deadline is well below it).
+  await b.waitForFunction(() => document.querySelectorAll('#presence .person').length === 2, null, { timeout: 8000 })
   await shoot(a, '3-offline-alice-after-merge')
   await shoot(b, '3-offline-bob-after-merge')
   assertNoPageErrors(s.pages)
