@@ -254,3 +254,28 @@ test('5. the task list converges across concurrent adds, checks, moves and delet
   await shoot(b, '5-tasks-bob-converged')
   assertNoPageErrors(s.pages)
 })
+
+test('undo reverts only your own edits, never the other person\'s', async (t) => {
+  const s = await setup(t)
+  const a = await s.open('undo', { name: 'Alice' })
+  const b = await s.open('undo', { name: 'Bob' })
+  await typeInEditor(a, 'alice-line\n')
+  await waitForEditorText(b, 'alice-line\n')
+  await typeInEditor(b, 'bob-line\n')
+  await waitForEditorText(a, 'alice-line\nbob-line\n')
+  await a.locator('.cm-content').click()
+  // Typing is grouped into undo steps by time, so press until Alice's line is gone (a few
+  // presses at most); Bob's line must survive every one of them.
+  const pressUntil = async (key, want) => {
+    for (let i = 0; i < 30 && (await editorText(a)) !== want; i++) {
+      await a.keyboard.press(key)
+      assert.ok((await editorText(a)).includes('bob-line\n'), `${key} touched Bob's edit`)
+    }
+    assert.equal(await editorText(a), want)
+  }
+  await pressUntil('Control+z', 'bob-line\n')
+  await waitForEditorText(b, 'bob-line\n')
+  await pressUntil('Control+y', 'alice-line\nbob-line\n')
+  await waitForEditorText(b, 'alice-line\nbob-line\n')
+  assertNoPageErrors(s.pages)
+})
