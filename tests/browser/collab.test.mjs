@@ -122,6 +122,7 @@ test('3. offline toggle: both edit while one is offline, then they converge', as
   await waitForState(a, 'offline')
   assert.equal(await a.locator('#status').textContent(), 'Offline')
   assert.equal(await a.locator('#offline-toggle').getAttribute('aria-pressed'), 'true')
+  assert.ok(await a.locator('#offline-note').isVisible())
   // Bob sees Alice leave; Alice keeps editing on her own.
   await b.waitForFunction(() => document.querySelectorAll('#presence .person').length === 1)
 
@@ -137,6 +138,7 @@ test('3. offline toggle: both edit while one is offline, then they converge', as
 
   await a.locator('#offline-toggle').click()
   await waitForState(a, 'synced')
+  assert.ok(!(await a.locator('#offline-note').isVisible()))
   await waitForEditorToContain(a, [offlineA, onlineB, 'shared start'])
   await waitForEditorToContain(b, [offlineA, onlineB, 'shared start'])
   const final = await editorText(a)

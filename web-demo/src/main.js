@@ -145,6 +145,7 @@ function renderConnection () {
   const toggle = $('offline-toggle')
   toggle.setAttribute('aria-pressed', String(!wantOnline))
   toggle.textContent = wantOnline ? 'Go offline' : 'Go online'
+  $('offline-note').hidden = wantOnline
 }
 
 provider.on('status', ({ status }) => {
