@@ -23,3 +23,9 @@ if [ ! -f tests/node_modules/.package-lock.json ] || [ tests/package-lock.json -
   echo "== npm ci (tests)"
   (cd tests && npm ci --no-audit --no-fund)
 fi
+
+# The browser suite's staleness test rebuilds web-demo/src with the demo's own esbuild
+if [ ! -f web-demo/node_modules/.package-lock.json ] || [ web-demo/package-lock.json -nt web-demo/node_modules/.package-lock.json ]; then
+  echo "== npm ci (web-demo)"
+  npm --prefix web-demo ci --no-audit --no-fund
+fi

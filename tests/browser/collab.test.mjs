@@ -122,6 +122,7 @@ test('3. offline toggle: both edit while one is offline, then they converge', as
   await waitForState(a, 'offline')
   assert.equal(await a.locator('#status').textContent(), 'Offline')
   assert.equal(await a.locator('#offline-toggle').getAttribute('aria-pressed'), 'true')
+  assert.ok(await a.locator('#offline-note').isVisible())
   // Bob sees Alice leave; Alice keeps editing on her own.
   await b.waitForFunction(() => document.querySelectorAll('#presence .person').length === 1)
 
@@ -137,11 +138,14 @@ test('3. offline toggle: both edit while one is offline, then they converge', as
 
   await a.locator('#offline-toggle').click()
   await waitForState(a, 'synced')
+  assert.ok(!(await a.locator('#offline-note').isVisible()))
   await waitForEditorToContain(a, [offlineA, onlineB, 'shared start'])
   await waitForEditorToContain(b, [offlineA, onlineB, 'shared start'])
   const final = await editorText(a)
   await waitForEditorText(b, final)
-  await b.waitForFunction(() => document.querySelectorAll('#presence .person').length === 2)
+  // Alice is back in Bob's list right after reconnecting, not only at the next 15 s awareness
+  // renewal (the deadline is well below it).
+  await b.waitForFunction(() => document.querySelectorAll('#presence .person').length === 2, null, { timeout: 8000 })
   await shoot(a, '3-offline-alice-after-merge')
   await shoot(b, '3-offline-bob-after-merge')
   assertNoPageErrors(s.pages)
@@ -250,5 +254,30 @@ test('5. the task list converges across concurrent adds, checks, moves and delet
   }
   await shoot(a, '5-tasks-alice-converged')
   await shoot(b, '5-tasks-bob-converged')
+  assertNoPageErrors(s.pages)
+})
+
+test('undo reverts only your own edits, never the other person\'s', async (t) => {
+  const s = await setup(t)
+  const a = await s.open('undo', { name: 'Alice' })
+  const b = await s.open('undo', { name: 'Bob' })
+  await typeInEditor(a, 'alice-line\n')
+  await waitForEditorText(b, 'alice-line\n')
+  await typeInEditor(b, 'bob-line\n')
+  await waitForEditorText(a, 'alice-line\nbob-line\n')
+  await a.locator('.cm-content').click()
+  // Typing is grouped into undo steps by time, so press until Alice's line is gone (a few
+  // presses at most); Bob's line must survive every one of them.
+  const pressUntil = async (key, want) => {
+    for (let i = 0; i < 30 && (await editorText(a)) !== want; i++) {
+      await a.keyboard.press(key)
+      assert.ok((await editorText(a)).includes('bob-line\n'), `${key} touched Bob's edit`)
+    }
+    assert.equal(await editorText(a), want)
+  }
+  await pressUntil('Control+z', 'bob-line\n')
+  await waitForEditorText(b, 'bob-line\n')
+  await pressUntil('Control+y', 'alice-line\nbob-line\n')
+  await waitForEditorText(b, 'alice-line\nbob-line\n')
   assertNoPageErrors(s.pages)
 })

@@ -27,8 +27,8 @@ export function launchBrowser () {
  * `allow` is a list of regexps for console errors the caller expects (e.g. refused connections
  * while the server is deliberately down).
  */
-export async function openPage (browser, url, { viewport = { width: 1280, height: 800 }, name } = {}) {
-  const context = await browser.newContext({ viewport })
+export async function openPage (browser, url, { viewport = { width: 1280, height: 800 }, name, permissions = [] } = {}) {
+  const context = await browser.newContext({ viewport, permissions })
   const page = await context.newPage()
   page.label = name || 'page'
   page.errors = []

@@ -145,9 +145,19 @@ function renderConnection () {
   const toggle = $('offline-toggle')
   toggle.setAttribute('aria-pressed', String(!wantOnline))
   toggle.textContent = wantOnline ? 'Go offline' : 'Go online'
+  $('offline-note').hidden = wantOnline
 }
 
-provider.on('status', ({ status }) => { wsStatus = status; renderConnection() })
+provider.on('status', ({ status }) => {
+  wsStatus = status
+  if (status === 'connected') {
+    // Peers (and the server) dropped our awareness entry when we left but kept its clock; a
+    // state re-sent with that same clock would be ignored until the 15 s renewal. Re-setting
+    // the state bumps the clock, so we reappear in everyone's list as soon as we reconnect.
+    awareness.setLocalStateField('user', { name: myName, color: myColor, colorLight: myColorLight })
+  }
+  renderConnection()
+})
 provider.on('sync', () => renderConnection())
 $('offline-toggle').addEventListener('click', () => {
   wantOnline = !wantOnline
