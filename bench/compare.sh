@@ -70,9 +70,11 @@ server() {
       OPTS=(--stop-signal term --settle-ms 3000 --framing hocuspocus)
       VERSION="@hocuspocus/server $(node -p "require('$PEERS_DIR/node/node_modules/@hocuspocus/server/package.json').version") + extension-sqlite" ;;
     y-sweet)
-      URL="ws://127.0.0.1:$port/d/{room}/ws"
+      # y-sweet 0.9.1 routes sockets at /d/:doc/ws/:doc and 404s unknown docs: create them first.
+      URL="ws://127.0.0.1:$port/d/{room}/ws/{room}"
       CMD="$PEERS_DIR/ysweet/bin/y-sweet serve $data --host 127.0.0.1 --port $port"
-      OPTS=(--stop-signal term --settle-ms 3000 --create-room "http://127.0.0.1:$port/doc/new")
+      # It persists by checkpoint (default every 10 s) and not on SIGTERM: settle past one.
+      OPTS=(--stop-signal term --settle-ms 12000 --create-room "http://127.0.0.1:$port/doc/new")
       VERSION="y-sweet $YSWEET_VERSION (local file store)" ;;
     *) log "unknown server $name"; exit 2 ;;
   esac

@@ -123,6 +123,13 @@ impl Conn {
                 f
             }
         };
+        if debug_frames() {
+            eprintln!(
+                "bench -> {}: {:?}",
+                self.name,
+                &frame[..frame.len().min(48)]
+            );
+        }
         self.ws
             .send(WsMessage::Binary(frame.into()))
             .await
@@ -143,6 +150,13 @@ impl Conn {
     }
 
     fn parse(&self, frame: &[u8]) -> Vec<Incoming> {
+        if debug_frames() {
+            eprintln!(
+                "bench <- {}: {:?}",
+                self.name,
+                &frame[..frame.len().min(48)]
+            );
+        }
         let mut r = Reader::new(frame);
         if self.framing == Framing::Hocuspocus && r.read_str("document name").is_err() {
             return Vec::new();
@@ -192,6 +206,12 @@ impl Conn {
         let diff = doc.transact().encode_state_as_update_v1(&sv);
         self.send(&encode_sync_step2(&diff)).await
     }
+}
+
+/// `TANDEM_BENCH_DEBUG_FRAMES=1` prints the start of every frame sent and received to stderr.
+fn debug_frames() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("TANDEM_BENCH_DEBUG_FRAMES").is_some_and(|v| v == "1"))
 }
 
 /// Parses y-protocols messages leniently: sync messages are returned, awareness skipped, and

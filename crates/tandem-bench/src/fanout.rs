@@ -85,7 +85,7 @@ pub async fn run(ctx: &Ctx, p: FanoutParams, room_prefix: &str) -> Result<Fanout
         let name = format!("{room_prefix}-{room}");
         ctx.endpoint.prepare_room(&name).await?;
         for _ in 0..p.clients {
-            let client_id = rand::random_range(1..(1u64 << 52));
+            let client_id = u64::from(rand::random_range(1..u32::MAX));
             tasks.push(tokio::spawn(client_task(
                 ctx.clone(),
                 p,

@@ -70,7 +70,7 @@ pub async fn run(
     if let Some(n) = a.ops {
         trace = trace.truncated(n);
     }
-    let writer_id = rand::random_range(1..(1u64 << 52));
+    let writer_id = u64::from(rand::random_range(1..u32::MAX));
     let (updates, doc) = to_updates(&trace, writer_id)?;
     // The sentinel: one more update, on a separate root map, so readers can tell the end.
     let (sentinel, final_clock) = {
