@@ -16,7 +16,7 @@ pub use awareness::AwarenessTable;
 pub use room::{PeerInfo, Room, RoomConfig};
 
 use bytes::Bytes;
-use tandem_store::{LogRecord, Snapshot};
+use tandem_store::{DocStore, LogRecord, Snapshot, StoreError};
 use thiserror::Error;
 
 /// Identifies a connection within a room (assigned by the driver, never reused while live).
@@ -61,6 +61,24 @@ impl Effects {
             frame: Bytes::from(frame),
         });
     }
+}
+
+/// Carries out the storage half of `fx` in the order the ordering rule needs: every log append
+/// in order, then the snapshot (which covers them). Returns whether anything was written, i.e.
+/// whether the driver must flush (in sync durability) before sending `fx.sends`.
+///
+/// Shared by the server's room task and the fuzzer's simulator so both persist identically.
+pub fn persist_effects(store: &dyn DocStore, room: &str, fx: &Effects) -> Result<bool, StoreError> {
+    if fx.append.is_empty() && fx.compact.is_none() {
+        return Ok(false);
+    }
+    for (seq, record) in &fx.append {
+        store.append(room, *seq, record)?;
+    }
+    if let Some(snapshot) = &fx.compact {
+        store.compact(room, snapshot)?;
+    }
+    Ok(true)
 }
 
 /// Why a peer must be disconnected. Each maps to a WebSocket close code (see `docs/protocol.md`).

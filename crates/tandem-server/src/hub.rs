@@ -299,20 +299,10 @@ impl Host {
 
     /// Writes the effects' log records and snapshot, then waits for durability (sync mode).
     async fn persist(&self, fx: &Effects) -> Result<(), String> {
-        if fx.append.is_empty() && fx.compact.is_none() {
+        let wrote = tandem_room::persist_effects(self.hub.store.as_ref(), &self.name, fx)
+            .map_err(|e| e.to_string())?;
+        if !wrote {
             return Ok(());
-        }
-        for (seq, record) in &fx.append {
-            self.hub
-                .store
-                .append(&self.name, *seq, record)
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some(snapshot) = &fx.compact {
-            self.hub
-                .store
-                .compact(&self.name, snapshot)
-                .map_err(|e| e.to_string())?;
         }
         if self.hub.config.durability == Durability::Sync {
             self.hub.flusher.flush().await?;
