@@ -11,6 +11,7 @@ mod config;
 mod flusher;
 pub mod hub;
 mod routes;
+mod upgrade;
 mod ws;
 
 use std::future::Future;

@@ -14,6 +14,7 @@ use warp::path::FullPath;
 use warp::{Filter, Rejection, Reply};
 
 use crate::hub::Hub;
+use crate::upgrade;
 use crate::ws::serve_peer;
 
 /// The built web demo (`web-demo/dist`), embedded at compile time.
@@ -49,31 +50,40 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
 }
 
 fn websocket(hub: Arc<Hub>) -> impl Filter<Extract = (Box<dyn Reply>,), Error = Rejection> + Clone {
-    warp::ws().and(warp::path::full()).and(with_hub(hub)).map(
-        |ws: warp::ws::Ws, path: FullPath, hub: Arc<Hub>| -> Box<dyn Reply> {
-            let room = match room_from_path(path.as_str()) {
-                Ok(room) => room,
-                Err(reason) => {
-                    return Box::new(warp::reply::with_status(reason, StatusCode::BAD_REQUEST));
+    // `warp::ws()` validates the upgrade request; the upgrade itself is ours (`upgrade.rs`), so
+    // the socket gets our config. Its `OnUpgrade` is cloned out first (ws() removes it).
+    warp::ext::optional::<warp::hyper::upgrade::OnUpgrade>()
+        .and(warp::ws())
+        .and(warp::header::<String>("sec-websocket-key"))
+        .and(warp::path::full())
+        .and(with_hub(hub))
+        .map(
+            |on_upgrade,
+             _ws: warp::ws::Ws,
+             key: String,
+             path: FullPath,
+             hub: Arc<Hub>|
+             -> Box<dyn Reply> {
+                let room = match room_from_path(path.as_str()) {
+                    Ok(room) => room,
+                    Err(reason) => {
+                        return Box::new(warp::reply::with_status(reason, StatusCode::BAD_REQUEST));
+                    }
+                };
+                if hub.is_shutting_down() {
+                    return Box::new(warp::reply::with_status(
+                        "server is shutting down",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    ));
                 }
-            };
-            if hub.is_shutting_down() {
-                return Box::new(warp::reply::with_status(
-                    "server is shutting down",
-                    StatusCode::SERVICE_UNAVAILABLE,
-                ));
-            }
-            let max = hub.config.max_frame_bytes;
-            let tracker = hub.tasks.clone();
-            Box::new(
-                ws.max_message_size(max)
-                    .max_frame_size(max)
-                    .on_upgrade(move |socket| {
-                        tracker.track_future(serve_peer(socket, hub, room, PeerInfo::default()))
-                    }),
-            )
-        },
-    )
+                let config = upgrade::config(hub.config.max_frame_bytes);
+                let tracker = hub.tasks.clone();
+                let req = upgrade::UpgradeRequest { key, on_upgrade };
+                Box::new(upgrade::reply(req, config, move |socket| {
+                    tracker.track_future(serve_peer(socket, hub, room, PeerInfo::default()))
+                }))
+            },
+        )
 }
 
 fn healthz() -> impl Filter<Extract = (&'static str,), Error = Rejection> + Clone {

@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tandem_room::{PeerInfo, close};
 use tokio::sync::{mpsc, oneshot};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
+
+use crate::upgrade::Socket;
 
 use crate::hub::{CloseFrame, Hub, PeerConn, RoomCmd};
 
@@ -23,7 +27,15 @@ fn truncate_reason(mut reason: String) -> String {
     reason
 }
 
-pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerInfo) {
+/// A close message with `code` and `reason`.
+fn close_message(code: u16, reason: String) -> Message {
+    Message::Close(Some(WsCloseFrame {
+        code: code.into(),
+        reason: truncate_reason(reason).into(),
+    }))
+}
+
+pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo) {
     let peer = hub.next_peer_id();
     let (frames_tx, mut frames_rx) = mpsc::channel(hub.config.send_queue_frames);
     let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
@@ -41,9 +53,7 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
             } else {
                 close::ROOM_UNAVAILABLE
             };
-            let _ = sink
-                .send(Message::close_with(code, truncate_reason(reason)))
-                .await;
+            let _ = sink.send(close_message(code, reason)).await;
             return;
         }
     };
@@ -59,7 +69,7 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
                 if frame.0 != close::TOO_SLOW {
                     // deliver what the room queued before deciding to close (e.g. final echoes)
                     while let Ok(f) = frames_rx.try_recv() {
-                        if sink.send(Message::binary(f)).await.is_err() {
+                        if sink.send(Message::Binary(f)).await.is_err() {
                             break;
                         }
                     }
@@ -68,7 +78,7 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
             }
             out = frames_rx.recv() => match out {
                 Some(f) => {
-                    if sink.send(Message::binary(f)).await.is_err() {
+                    if sink.send(Message::Binary(f)).await.is_err() {
                         break None;
                     }
                 }
@@ -78,15 +88,18 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
             incoming = stream.next() => match incoming {
                 Some(Ok(msg)) => {
                     heard_since_ping = true;
-                    if msg.is_binary() {
-                        let cmd = RoomCmd::Frame { peer, frame: msg.into_bytes() };
-                        if room_tx.send(cmd).await.is_err() {
-                            break Some((close::INTERNAL_ERROR, "room closed".into()));
+                    match msg {
+                        Message::Binary(frame) => {
+                            let cmd = RoomCmd::Frame { peer, frame };
+                            if room_tx.send(cmd).await.is_err() {
+                                break Some((close::INTERNAL_ERROR, "room closed".into()));
+                            }
                         }
-                    } else if msg.is_close() {
-                        break None;
-                    } else if msg.is_text() {
-                        break Some((close::BAD_MESSAGE, "text frames are not part of the protocol".into()));
+                        Message::Close(_) => break None,
+                        Message::Text(_) => {
+                            break Some((close::BAD_MESSAGE, "text frames are not part of the protocol".into()));
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
                 Some(Err(e)) => {
@@ -104,16 +117,14 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
                     break Some((close::TIMEOUT, "no answer to ping".into()));
                 }
                 heard_since_ping = false;
-                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     break None;
                 }
             }
         }
     };
     if let Some((code, reason)) = closing {
-        let _ = sink
-            .send(Message::close_with(code, truncate_reason(reason)))
-            .await;
+        let _ = sink.send(close_message(code, reason)).await;
     }
     let _ = sink.close().await;
     let _ = room_tx.send(RoomCmd::Leave { peer }).await;
