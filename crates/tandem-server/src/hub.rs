@@ -6,14 +6,14 @@
 //! `try_send`, so one slow peer can never stall the room: a full queue disconnects that peer.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tandem_room::{Effects, PeerError, PeerId, PeerInfo, Room, Target, close};
-use tandem_store::{DocStore, Durability};
-use tokio::sync::{mpsc, oneshot};
+use tandem_store::{DocStore, Durability, LogEntry};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::ServerConfig;
@@ -79,7 +79,13 @@ pub enum RoomCmd {
 pub struct RoomHandle {
     pub tx: mpsc::Sender<RoomCmd>,
     generation: u64,
+    /// Connected peers, kept by the room task (read by listings without loading the room).
+    peers: Arc<AtomicUsize>,
 }
+
+/// Capacity of a room's change-feed broadcast; a subscriber further behind catches up from
+/// the log.
+pub const FEED_CAPACITY: usize = 1024;
 
 pub struct Hub {
     rooms: Mutex<HashMap<String, RoomHandle>>,
@@ -94,6 +100,11 @@ pub struct Hub {
     pub tasks: TaskTracker,
     /// The number of loaded rooms, observable (tests wait on unloads through it).
     loaded: tokio::sync::watch::Sender<usize>,
+    /// Change feeds: durable log entries per room, for the SSE endpoint. Independent of room
+    /// loading, so a subscriber survives unload/reload.
+    feeds: Mutex<HashMap<String, broadcast::Sender<Arc<LogEntry>>>>,
+    /// Cancelled when shutdown starts (ends long-lived HTTP streams such as the change feed).
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl Hub {
@@ -110,6 +121,8 @@ impl Hub {
             shutting_down: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             loaded: tokio::sync::watch::Sender::new(0),
+            feeds: Mutex::new(HashMap::new()),
+            closing: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -142,6 +155,39 @@ impl Hub {
         self.lock_rooms().contains_key(room)
     }
 
+    /// Peers connected to a room right now (0 when it is not loaded).
+    pub fn peer_count(&self, room: &str) -> usize {
+        self.lock_rooms()
+            .get(room)
+            .map_or(0, |h| h.peers.load(Ordering::Relaxed))
+    }
+
+    /// Follows a room's durable log entries as they are appended.
+    pub fn subscribe(&self, room: &str) -> broadcast::Receiver<Arc<LogEntry>> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        feeds.retain(|_, tx| tx.receiver_count() > 0);
+        feeds
+            .entry(room.to_owned())
+            .or_insert_with(|| broadcast::channel(FEED_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Publishes durable entries to the room's feed subscribers (if any).
+    fn publish(&self, room: &str, fx: &Effects) {
+        if fx.append.is_empty() {
+            return;
+        }
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = feeds.get(room) {
+            for (seq, record) in &fx.append {
+                let _ = tx.send(Arc::new(LogEntry {
+                    seq: *seq,
+                    record: record.clone(),
+                }));
+            }
+        }
+    }
+
     fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -154,13 +200,18 @@ impl Hub {
         }
         let (tx, rx) = mpsc::channel(self.config.room_queue_frames);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let handle = RoomHandle { tx, generation };
+        let peers = Arc::new(AtomicUsize::new(0));
+        let handle = RoomHandle {
+            tx,
+            generation,
+            peers: peers.clone(),
+        };
         rooms.insert(name.to_owned(), handle.clone());
         self.publish_loaded(&rooms);
         let hub = self.clone();
         let name = name.to_owned();
         self.tasks
-            .spawn(async move { room_task(hub, name, generation, rx).await });
+            .spawn(async move { room_task(hub, name, generation, rx, peers).await });
         handle
     }
 
@@ -256,9 +307,30 @@ impl Hub {
         Err("room is restarting; reconnect".into())
     }
 
+    /// Closes a room's peers with `frame` and waits until the room has unloaded.
+    pub async fn close_room(self: &Arc<Self>, name: &str, frame: CloseFrame) {
+        let mut loaded = self.watch_loaded_rooms();
+        let handle = self.lock_rooms().get(name).cloned();
+        let Some(handle) = handle else { return };
+        if handle.tx.send(RoomCmd::CloseAll(frame)).await.is_err() {
+            self.forget(name, handle.generation);
+            return;
+        }
+        loop {
+            let still = self
+                .lock_rooms()
+                .get(name)
+                .is_some_and(|h| h.generation == handle.generation);
+            if !still || loaded.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Stops every room: each flushes, closes its peers with 1001 and exits.
     pub async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.closing.cancel();
         let handles: Vec<RoomHandle> = self.lock_rooms().values().cloned().collect();
         for h in handles {
             let _ = h.tx.send(RoomCmd::Shutdown).await;
@@ -402,7 +474,13 @@ async fn refuse_all(
     }
 }
 
-async fn room_task(hub: Arc<Hub>, name: String, generation: u64, mut rx: mpsc::Receiver<RoomCmd>) {
+async fn room_task(
+    hub: Arc<Hub>,
+    name: String,
+    generation: u64,
+    mut rx: mpsc::Receiver<RoomCmd>,
+    peer_gauge: Arc<AtomicUsize>,
+) {
     let mut room = match load_room(&hub, &name).await {
         Ok(room) => room,
         Err(reason) => return refuse_all(&hub, &name, generation, rx, reason).await,
@@ -427,6 +505,7 @@ async fn room_task(hub: Arc<Hub>, name: String, generation: u64, mut rx: mpsc::R
             _ = tick.tick() => {
                 let fx = room.tick(now_ms());
                 host.deliver(&mut room, fx.sends);
+                peer_gauge.store(host.peers.len(), Ordering::Relaxed);
                 if host.peers.is_empty()
                     && idle_since.elapsed() >= hub.config.idle_unload
                     && hub.unregister(&name, generation, &rx)
@@ -507,7 +586,9 @@ async fn room_task(hub: Arc<Hub>, name: String, generation: u64, mut rx: mpsc::R
             hub.forget(&name, generation);
             break 'run;
         }
+        hub.publish(&name, &fx);
         host.deliver(&mut room, fx.sends);
+        peer_gauge.store(host.peers.len(), Ordering::Relaxed);
         for r in replies {
             let _ = r.send(Ok(()));
         }
@@ -539,6 +620,7 @@ async fn room_task(hub: Arc<Hub>, name: String, generation: u64, mut rx: mpsc::R
             idle_since = Instant::now();
         }
     }
+    peer_gauge.store(0, Ordering::Relaxed);
     // Anything still queued (joins racing the unload) is dropped; joiners retry.
 }
 

@@ -7,9 +7,11 @@
 //! Entry point: [`run`], which takes a bound listener and a shutdown future, so tests bind
 //! `127.0.0.1:0` and stop the server at will.
 
+pub mod api;
 mod config;
 mod flusher;
 pub mod hub;
+pub mod json;
 mod routes;
 mod upgrade;
 mod ws;

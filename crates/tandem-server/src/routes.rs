@@ -44,6 +44,7 @@ pub fn room_from_path(path: &str) -> Result<String, String> {
 
 pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     websocket(hub.clone())
+        .or(crate::api::api(hub.clone()))
         .or(healthz())
         .or(demo())
         .recover(handle_rejection)

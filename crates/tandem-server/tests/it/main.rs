@@ -6,10 +6,13 @@
 //! - `bad_input.rs` — every class of hostile or malformed input;
 //! - `flow.rs` — slow peers and keepalive;
 //! - `demo.rs` — the embedded web demo over plain HTTP;
+//! - `api.rs` — the HTTP API and the SSE change feed (`http.rs` is their raw HTTP/1.1 client);
 //! - `common.rs` — the server fixture and a y-websocket-speaking yrs client (no tests).
 
+mod api;
 mod bad_input;
 mod common;
 mod demo;
 mod flow;
+mod http;
 mod sync;
