@@ -34,6 +34,68 @@ enum Command {
     /// Load-test a y-websocket server (Tandem or a peer): fanout, saturate, ingest, coldload,
     /// connections. Prints a table, then one JSON line.
     Bench(tandem_bench::BenchArgs),
+    /// Run the conflict fuzzer: simulated (default) or live clients, crashes, convergence checks.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum FuzzMode {
+    /// Deterministic, in-process: real room and sled store, simulated network and crashes.
+    Sim,
+    /// Real WebSockets against a running server (--url).
+    Live,
+}
+
+#[derive(clap::Args)]
+struct FuzzArgs {
+    /// Campaign seed (default: random; always printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of scenarios.
+    #[arg(long, default_value_t = 100)]
+    scenarios: u64,
+    /// Clients per scenario.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// Edit operations per scenario.
+    #[arg(long, default_value_t = 100)]
+    ops: usize,
+    /// Stop starting new scenarios after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    #[arg(long, value_enum, default_value = "sim")]
+    mode: FuzzMode,
+    /// Server to fuzz in live mode, e.g. ws://127.0.0.1:8080.
+    #[arg(long)]
+    url: Option<String>,
+    /// Shell command that restarts the server, run (sh -c) at each crash step in live mode.
+    #[arg(long)]
+    restart_cmd: Option<String>,
+    /// Run the scenario of a replay file written by an earlier failure.
+    #[arg(long)]
+    replay: Option<PathBuf>,
+    /// Deliberately break the system under test to see the fuzzer catch it.
+    #[arg(long, value_enum)]
+    sabotage: Option<SabotageKind>,
+    /// The durability mode whose promise the sim checks across crashes.
+    #[arg(long, value_enum, default_value = "sync")]
+    durability: DurabilityMode,
+    /// Directory replay files are written to.
+    #[arg(long, default_value = ".")]
+    out_dir: PathBuf,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum SabotageKind {
+    /// The server silently drops one client update.
+    DropUpdate,
+    /// One log append is skipped.
+    SkipLogWrite,
+    /// The room is not told that one client left (its awareness stays).
+    ForgetAwarenessRemoval,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -104,7 +166,68 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime
             .block_on(tandem_bench::run(args))
             .context("tandem bench"),
+        Command::Fuzz(args) => {
+            if fuzz(args, &runtime)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
+}
+
+/// Runs `tandem fuzz`; returns whether any scenario failed.
+fn fuzz(args: FuzzArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<bool> {
+    use std::io::Write;
+    use tandem_fuzz::{DurabilityMode as D, Sabotage as S};
+    let mut out = std::io::stdout();
+    let summary = if let Some(path) = &args.replay {
+        tandem_fuzz::replay(path, &mut out)
+            .with_context(|| format!("replaying {}", path.display()))?
+    } else {
+        let seed = args.seed.unwrap_or_else(tandem_fuzz::random_seed);
+        writeln!(out, "seed: {seed}").context("writing to stdout")?;
+        let opts = tandem_fuzz::Options {
+            seed,
+            scenarios: args.scenarios,
+            clients: args.clients.max(1),
+            ops: args.ops,
+            duration: args.duration.map(|d| secs(d, "--duration")).transpose()?,
+            durability: match args.durability {
+                DurabilityMode::Sync => D::Sync,
+                DurabilityMode::Async => D::Async,
+            },
+            sabotage: args.sabotage.map(|k| match k {
+                SabotageKind::DropUpdate => S::DropUpdate,
+                SabotageKind::SkipLogWrite => S::SkipLogWrite,
+                SabotageKind::ForgetAwarenessRemoval => S::ForgetAwarenessRemoval,
+            }),
+            out_dir: args.out_dir.clone(),
+            progress: !args.no_progress,
+        };
+        match args.mode {
+            FuzzMode::Sim => tandem_fuzz::run_sim(&opts, &mut out).context("running the fuzzer")?,
+            FuzzMode::Live => {
+                let url = args
+                    .url
+                    .as_deref()
+                    .context("--mode live needs --url ws://HOST:PORT")?;
+                if opts.sabotage.is_some() {
+                    anyhow::bail!("--sabotage works in sim mode only");
+                }
+                runtime
+                    .block_on(tandem_fuzz::live::run(
+                        &opts,
+                        url,
+                        args.restart_cmd.as_deref(),
+                        &mut out,
+                    ))
+                    .context("running the live fuzzer")?
+            }
+        }
+    };
+    writeln!(out, "{}", summary.render()).context("writing to stdout")?;
+    out.flush().context("flushing stdout")?;
+    Ok(summary.failures > 0)
 }
 
 fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {

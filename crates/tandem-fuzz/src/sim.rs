@@ -1,0 +1,816 @@
+//! The deterministic simulator: yrs clients speaking real y-protocols frames to a real
+//! [`Room`] persisted in a real [`SledStore`], through a simulated network, with crashes.
+//!
+//! Everything is driven by the scenario's step list and one seeded RNG (message choice); there is
+//! no wall clock and no thread, so a scenario replays identically.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tandem_protocol::{
+    AwarenessEntry, Message, SyncMessage, decode_frame, encode_awareness_message,
+    encode_sync_step1, encode_sync_step2, encode_update,
+};
+use tandem_room::{Effects, PeerId, PeerInfo, Room, RoomConfig, Target, persist_effects};
+use tandem_store::{
+    DocStore, LogEntry, LogRecord, RoomStats, SledStore, Snapshot, StoreConfig, StoreError,
+    StoredRoom,
+};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact};
+
+use crate::ops::{Edit, Replica, doc_view};
+
+/// The room every simulated client joins.
+const ROOM: &str = "fuzz";
+/// Upper bound on deliveries while waiting for quiescence.
+const MAX_DRAIN: usize = 200_000;
+
+/// When the server's writes reach disk relative to its echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityMode {
+    /// Flush before echoing; a crash may lose nothing that was echoed.
+    #[default]
+    Sync,
+    /// Echo without flushing; clients resend what a crash lost.
+    Async,
+}
+
+/// A deliberate defect in the system under test, to show the checks catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sabotage {
+    /// The server silently drops one client update frame.
+    DropUpdate,
+    /// One log append is skipped while the room keeps the update in memory.
+    SkipLogWrite,
+    /// The room is not told when one client leaves, so its awareness state stays.
+    ForgetAwarenessRemoval,
+}
+
+impl Sabotage {
+    pub const ALL: [Sabotage; 3] = [
+        Sabotage::DropUpdate,
+        Sabotage::SkipLogWrite,
+        Sabotage::ForgetAwarenessRemoval,
+    ];
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// A client edits its document (sending the update if it is connected).
+    Edit {
+        client: usize,
+        edit: Edit,
+    },
+    /// Deliver up to `n` queued messages, each from a randomly chosen link.
+    Deliver {
+        n: u32,
+    },
+    /// Deliver the head message of a client's link twice.
+    Duplicate {
+        client: usize,
+    },
+    /// Lose the head message of a client's link: the connection breaks and the client
+    /// reconnects and resyncs.
+    Drop {
+        client: usize,
+    },
+    /// Hold all traffic of a client's link.
+    Partition {
+        client: usize,
+    },
+    Heal {
+        client: usize,
+    },
+    /// The client disconnects and keeps editing offline.
+    Offline {
+        client: usize,
+    },
+    Online {
+        client: usize,
+    },
+    /// The client leaves for good (until a later `online`).
+    Leave {
+        client: usize,
+    },
+    /// The client sets its awareness state.
+    Awareness {
+        client: usize,
+        value: u32,
+    },
+    /// The server process dies (memory lost) and restarts from storage.
+    Crash,
+}
+
+/// A complete, replayable scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub seed: u64,
+    pub clients: usize,
+    pub durability: DurabilityMode,
+    pub sabotage: Option<Sabotage>,
+    /// The room compacts its log after this many entries.
+    pub compact_after_entries: u64,
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// Generates a scenario with `ops` edits from `seed`.
+    pub fn generate(
+        seed: u64,
+        clients: usize,
+        ops: usize,
+        durability: DurabilityMode,
+        sabotage: Option<Sabotage>,
+    ) -> Scenario {
+        let clients = clients.max(1);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let compact_after_entries = rng.random_range(3..60);
+        let mut steps = Vec::new();
+        let mut edits = 0;
+        let mut crashes = 0;
+        while edits < ops {
+            let client = rng.random_range(0..clients);
+            let step = match rng.random_range(0..1000) {
+                0..=499 => {
+                    edits += 1;
+                    Step::Edit {
+                        client,
+                        edit: Edit::generate(&mut rng),
+                    }
+                }
+                500..=799 => Step::Deliver {
+                    n: rng.random_range(1..12),
+                },
+                800..=829 => Step::Duplicate { client },
+                830..=849 => Step::Drop { client },
+                850..=874 => Step::Partition { client },
+                875..=909 => Step::Heal { client },
+                910..=929 => Step::Offline { client },
+                930..=959 => Step::Online { client },
+                960..=969 => Step::Leave { client },
+                970..=989 => Step::Awareness {
+                    client,
+                    value: rng.random_range(0..1000),
+                },
+                _ => {
+                    crashes += 1;
+                    Step::Crash
+                }
+            };
+            steps.push(step);
+        }
+        if crashes == 0 && !steps.is_empty() {
+            let at = rng.random_range(0..=steps.len());
+            steps.insert(at, Step::Crash);
+        }
+        Scenario {
+            seed,
+            clients,
+            durability,
+            sabotage,
+            compact_after_entries,
+            steps,
+        }
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub ops: u64,
+    pub messages: u64,
+    pub restarts: u64,
+}
+
+/// A `DocStore` around sled that the fuzzer can sabotage (skip one append).
+struct FuzzStore {
+    inner: SledStore,
+    skip_next_append: AtomicBool,
+}
+
+impl DocStore for FuzzStore {
+    fn load(&self, room: &str) -> Result<StoredRoom, StoreError> {
+        self.inner.load(room)
+    }
+    fn append(&self, room: &str, seq: u64, record: &LogRecord) -> Result<(), StoreError> {
+        if self.skip_next_append.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.append(room, seq, record)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn compact(&self, room: &str, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.inner.compact(room, snapshot)
+    }
+    fn delete(&self, room: &str) -> Result<(), StoreError> {
+        self.inner.delete(room)
+    }
+    fn list_rooms(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.list_rooms(after, limit)
+    }
+    fn stats(&self, room: &str) -> Result<Option<RoomStats>, StoreError> {
+        self.inner.stats(room)
+    }
+    fn log_after(&self, room: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        self.inner.log_after(room, after, limit)
+    }
+}
+
+struct Server {
+    dir: PathBuf,
+    store: Option<Arc<FuzzStore>>,
+    room: Room,
+    config: RoomConfig,
+}
+
+fn open_store(dir: &PathBuf) -> Result<Arc<FuzzStore>, String> {
+    // Background flushing off in both modes: whether a write survives depends only on the steps.
+    let config = StoreConfig {
+        cache_capacity: 8 * 1024 * 1024,
+        ..StoreConfig::new(dir)
+    };
+    let inner = SledStore::open(&config).map_err(|e| format!("open store: {e}"))?;
+    Ok(Arc::new(FuzzStore {
+        inner,
+        skip_next_append: AtomicBool::new(false),
+    }))
+}
+
+impl Server {
+    fn store(&self) -> Result<&Arc<FuzzStore>, String> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| "store not open".to_owned())
+    }
+
+    fn load_fresh(&self) -> Result<Room, String> {
+        let stored = self
+            .store()?
+            .load(ROOM)
+            .map_err(|e| format!("load from storage: {e}"))?;
+        Room::load(&stored, self.config.clone()).map_err(|e| format!("room from storage: {e}"))
+    }
+}
+
+struct Client {
+    replica: Replica,
+    /// Also the awareness client id.
+    id: u64,
+    conn: Option<PeerId>,
+    online: bool,
+    departed: bool,
+    partitioned: bool,
+    /// Client → server frames in flight.
+    up: VecDeque<Vec<u8>>,
+    /// Server → client frames in flight.
+    down: VecDeque<Vec<u8>>,
+    awareness_clock: u32,
+    awareness: Option<String>,
+}
+
+/// The simulation of one scenario.
+pub struct Sim {
+    scenario: Scenario,
+    clients: Vec<Client>,
+    server: Server,
+    rng: StdRng,
+    next_peer: PeerId,
+    now_ms: u64,
+    pub counters: Counters,
+    /// Sabotage is armed once the scenario's own steps are done (see [`Sim::finish`]).
+    armed: bool,
+    _tmp: tempfile::TempDir,
+}
+
+fn state_of(doc: &Doc) -> (yrs::StateVector, yrs::Snapshot) {
+    let txn = doc.transact();
+    (txn.state_vector(), txn.snapshot())
+}
+
+impl Sim {
+    pub fn new(scenario: Scenario) -> Result<Sim, String> {
+        let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let dir = tmp.path().join("store");
+        let config = RoomConfig {
+            compact_after_entries: scenario.compact_after_entries,
+            ..RoomConfig::default()
+        };
+        let store = open_store(&dir)?;
+        let server = Server {
+            dir,
+            store: Some(store),
+            room: Room::new(config.clone()),
+            config,
+        };
+        // one extra client: the visitor of the final phase
+        let clients = (0..=scenario.clients)
+            .map(|i| Client {
+                replica: Replica::new(1000 + i as u64),
+                id: 1000 + i as u64,
+                conn: None,
+                online: i < scenario.clients,
+                departed: false,
+                partitioned: false,
+                up: VecDeque::new(),
+                down: VecDeque::new(),
+                awareness_clock: 0,
+                awareness: None,
+            })
+            .collect();
+        Ok(Sim {
+            rng: StdRng::seed_from_u64(scenario.seed ^ 0x5EED_0F_4E7),
+            scenario,
+            clients,
+            server,
+            next_peer: 1,
+            now_ms: 0,
+            counters: Counters::default(),
+            armed: false,
+            _tmp: tmp,
+        })
+    }
+
+    fn sabotage(&self, kind: Sabotage) -> bool {
+        self.armed && self.scenario.sabotage == Some(kind)
+    }
+
+    /// Runs every step, then the final phase and the checks.
+    pub fn run(&mut self) -> Result<(), String> {
+        for c in 0..self.scenario.clients {
+            self.connect(c)?;
+        }
+        let steps = self.scenario.steps.clone();
+        for (i, step) in steps.iter().enumerate() {
+            self.now_ms += 1;
+            self.step(step)
+                .map_err(|e| format!("step {i} ({}): {e}", step_name(step)))?;
+            let fx = self.server.room.tick(self.now_ms);
+            self.dispatch(fx)?;
+        }
+        self.finish()
+    }
+
+    fn client(&mut self, c: usize) -> Option<usize> {
+        (c < self.scenario.clients).then_some(c)
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::Edit { client, edit } => {
+                let Some(c) = self.client(*client) else {
+                    return Ok(());
+                };
+                self.edit(c, edit)?;
+            }
+            Step::Deliver { n } => {
+                for _ in 0..*n {
+                    if !self.deliver_one()? {
+                        break;
+                    }
+                }
+            }
+            Step::Duplicate { client } => {
+                if let Some(c) = self.client(*client) {
+                    let cl = &mut self.clients[c];
+                    if let Some(f) = cl.down.front().cloned() {
+                        cl.down.push_front(f);
+                    } else if let Some(f) = cl.up.front().cloned() {
+                        cl.up.push_front(f);
+                    }
+                }
+            }
+            Step::Drop { client } => {
+                if let Some(c) = self.client(*client)
+                    && self.clients[c].conn.is_some()
+                {
+                    let cl = &mut self.clients[c];
+                    if cl.down.pop_front().is_none() {
+                        cl.up.pop_front();
+                    }
+                    self.disconnect(c)?;
+                    self.connect(c)?;
+                }
+            }
+            Step::Partition { client } => {
+                if let Some(c) = self.client(*client) {
+                    self.clients[c].partitioned = true;
+                }
+            }
+            Step::Heal { client } => {
+                if let Some(c) = self.client(*client) {
+                    self.clients[c].partitioned = false;
+                }
+            }
+            Step::Offline { client } => {
+                if let Some(c) = self.client(*client) {
+                    self.clients[c].online = false;
+                    self.disconnect(c)?;
+                }
+            }
+            Step::Online { client } => {
+                if let Some(c) = self.client(*client) {
+                    self.clients[c].online = true;
+                    self.clients[c].departed = false;
+                    if self.clients[c].conn.is_none() {
+                        self.connect(c)?;
+                    }
+                }
+            }
+            Step::Leave { client } => {
+                if let Some(c) = self.client(*client) {
+                    self.clients[c].online = false;
+                    self.clients[c].departed = true;
+                    self.disconnect(c)?;
+                }
+            }
+            Step::Awareness { client, value } => {
+                if let Some(c) = self.client(*client) {
+                    self.set_awareness(c, *value);
+                }
+            }
+            Step::Crash => self.crash()?,
+        }
+        Ok(())
+    }
+
+    fn edit(&mut self, c: usize, edit: &Edit) -> Result<(), String> {
+        let cl = &mut self.clients[c];
+        if cl.replica.edit(edit) {
+            self.counters.ops += 1;
+        }
+        cl.flush_outgoing();
+        Ok(())
+    }
+
+    fn set_awareness(&mut self, c: usize, value: u32) {
+        let cl = &mut self.clients[c];
+        cl.awareness_clock += 1;
+        cl.awareness = Some(format!(r#"{{"user":{{"name":"client {c}","v":{value}}}}}"#));
+        if cl.conn.is_some() {
+            let frame = awareness_frame(cl);
+            cl.up.push_back(frame);
+        }
+    }
+
+    fn connect(&mut self, c: usize) -> Result<(), String> {
+        let peer = self.next_peer;
+        self.next_peer += 1;
+        let cl = &mut self.clients[c];
+        cl.conn = Some(peer);
+        cl.up.clear();
+        cl.down.clear();
+        // y-websocket on open: SyncStep1, then the local awareness state
+        let sv = cl.replica.doc.transact().state_vector().encode_v1();
+        cl.up.push_back(encode_sync_step1(&sv));
+        if cl.awareness.is_some() {
+            let frame = awareness_frame(cl);
+            cl.up.push_back(frame);
+        }
+        let fx = self.server.room.connect(peer, PeerInfo::default());
+        self.dispatch(fx)
+    }
+
+    fn disconnect(&mut self, c: usize) -> Result<(), String> {
+        let cl = &mut self.clients[c];
+        cl.up.clear();
+        cl.down.clear();
+        let Some(peer) = cl.conn.take() else {
+            return Ok(());
+        };
+        if self.sabotage(Sabotage::ForgetAwarenessRemoval) {
+            self.armed = false;
+            return Ok(());
+        }
+        let fx = self.server.room.disconnect(peer, self.now_ms);
+        self.dispatch(fx)
+    }
+
+    /// Carries out a room's effects exactly as the server does: persist, flush (sync), send.
+    fn dispatch(&mut self, fx: Effects) -> Result<(), String> {
+        let store = self.server.store()?.clone();
+        if self.sabotage(Sabotage::SkipLogWrite) && !fx.append.is_empty() && fx.compact.is_none() {
+            store.skip_next_append.store(true, Ordering::SeqCst);
+            self.armed = false;
+        }
+        let wrote = persist_effects(store.as_ref(), ROOM, &fx).map_err(|e| e.to_string())?;
+        if wrote {
+            if self.scenario.durability == DurabilityMode::Sync {
+                store.flush().map_err(|e| e.to_string())?;
+            }
+            // storage must account for every position the room handed out
+            let stored_next = store
+                .stats(ROOM)
+                .map_err(|e| e.to_string())?
+                .map_or(1, |s| s.next_seq);
+            if stored_next != self.server.room.next_seq() {
+                return Err(format!(
+                    "storage's next log position is {stored_next}, the room's is {}",
+                    self.server.room.next_seq()
+                ));
+            }
+        }
+        for out in fx.sends {
+            for cl in &mut self.clients {
+                let to_it = match (out.target, cl.conn) {
+                    (_, None) => false,
+                    (Target::All, Some(_)) => true,
+                    (Target::Peer(p), Some(q)) => p == q,
+                };
+                if to_it {
+                    cl.down.push_back(out.frame.to_vec());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers one queued message from a random open link; false if nothing can move.
+    fn deliver_one(&mut self) -> Result<bool, String> {
+        let mut links = Vec::new();
+        for (i, cl) in self.clients.iter().enumerate() {
+            if cl.conn.is_none() || cl.partitioned {
+                continue;
+            }
+            if !cl.up.is_empty() {
+                links.push((i, true));
+            }
+            if !cl.down.is_empty() {
+                links.push((i, false));
+            }
+        }
+        if links.is_empty() {
+            return Ok(false);
+        }
+        let (c, up) = links[self.rng.random_range(0..links.len())];
+        self.counters.messages += 1;
+        if up {
+            let Some(frame) = self.clients[c].up.pop_front() else {
+                return Ok(true);
+            };
+            self.server_receive(c, &frame)?;
+        } else {
+            let Some(frame) = self.clients[c].down.pop_front() else {
+                return Ok(true);
+            };
+            self.client_receive(c, &frame)?;
+        }
+        Ok(true)
+    }
+
+    fn server_receive(&mut self, c: usize, frame: &[u8]) -> Result<(), String> {
+        let Some(peer) = self.clients[c].conn else {
+            return Ok(());
+        };
+        if self.sabotage(Sabotage::DropUpdate)
+            && decode_frame(frame).is_ok_and(|msgs| {
+                msgs.iter()
+                    .any(|m| matches!(m, Message::Sync(SyncMessage::Update(_))))
+            })
+        {
+            self.armed = false;
+            return Ok(());
+        }
+        let (fx, err) = self.server.room.handle(peer, frame, self.now_ms);
+        self.dispatch(fx)?;
+        if let Some(err) = err {
+            return Err(format!("server rejected client {c}'s frame: {err}"));
+        }
+        Ok(())
+    }
+
+    fn client_receive(&mut self, c: usize, frame: &[u8]) -> Result<(), String> {
+        let msgs = decode_frame(frame).map_err(|e| format!("client {c} got a bad frame: {e}"))?;
+        for msg in msgs {
+            match msg {
+                Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                    let cl = &mut self.clients[c];
+                    let sv = StateVector::decode_v1(&tandem_protocol::encode_state_vector(sv))
+                        .map_err(|e| format!("client {c}: state vector: {e}"))?;
+                    let diff = cl.replica.doc.transact().encode_diff_v1(&sv);
+                    cl.up.push_back(encode_sync_step2(&diff));
+                }
+                Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
+                    let cl = &mut self.clients[c];
+                    cl.replica
+                        .apply_remote(u)
+                        .map_err(|e| format!("client {c}: apply: {e}"))?;
+                    cl.flush_outgoing();
+                }
+                Message::QueryAwareness => {
+                    let cl = &mut self.clients[c];
+                    if cl.awareness.is_some() {
+                        let frame = awareness_frame(cl);
+                        cl.up.push_back(frame);
+                    }
+                }
+                Message::Awareness(_) | Message::Auth(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Crash: everything in memory is gone; storage is reopened and the room reloaded.
+    fn crash(&mut self) -> Result<(), String> {
+        self.counters.restarts += 1;
+        let before = state_of(self.server.room.doc());
+        // the connections die with the process
+        for cl in &mut self.clients {
+            cl.conn = None;
+            cl.up.clear();
+            cl.down.clear();
+        }
+        let config = self.server.config.clone();
+        self.server.room = Room::new(config);
+        self.server.store = None;
+        let store = open_store(&self.server.dir)?;
+        self.server.store = Some(store);
+        self.server.room = self.server.load_fresh()?;
+        let after = state_of(self.server.room.doc());
+        if self.scenario.durability == DurabilityMode::Sync && after != before {
+            return Err(format!(
+                "after restart storage lacks echoed updates: state before crash {:?}, after {:?}",
+                before.0, after.0
+            ));
+        }
+        for c in 0..self.scenario.clients {
+            if self.clients[c].online {
+                self.connect(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        for _ in 0..MAX_DRAIN {
+            self.now_ms += 1;
+            if !self.deliver_one()? {
+                return Ok(());
+            }
+        }
+        Err(format!("no quiescence after {MAX_DRAIN} deliveries"))
+    }
+
+    /// The final phase: heal, reconnect, settle; one more edit per client (with any sabotage
+    /// armed, so no later resync can heal it); a visitor joins, edits, sets awareness and leaves;
+    /// settle; check.
+    fn finish(&mut self) -> Result<(), String> {
+        let n = self.scenario.clients;
+        for c in 0..n {
+            self.clients[c].partitioned = false;
+            if !self.clients[c].departed {
+                self.clients[c].online = true;
+                if self.clients[c].conn.is_none() {
+                    self.connect(c)?;
+                }
+            }
+        }
+        self.drain().map_err(|e| format!("final settle: {e}"))?;
+        self.armed = self.scenario.sabotage.is_some();
+        for c in 0..n {
+            if self.clients[c].conn.is_some() {
+                let edit = Edit::TextInsert {
+                    target: 0,
+                    pos: 0,
+                    s: format!("[{c}]"),
+                    attr: None,
+                };
+                self.edit(c, &edit)?;
+            }
+        }
+        self.drain()
+            .map_err(|e| format!("after final edits: {e}"))?;
+        // the visitor
+        let v = n;
+        self.clients[v].online = true;
+        self.connect(v)?;
+        self.set_awareness(v, 1);
+        self.edit(
+            v,
+            &Edit::MapSet {
+                target: 0,
+                key: "visitor".into(),
+                value: crate::ops::Value::Bool { b: true },
+            },
+        )?;
+        self.drain().map_err(|e| format!("visitor: {e}"))?;
+        self.clients[v].online = false;
+        self.clients[v].departed = true;
+        self.disconnect(v)?;
+        self.drain()
+            .map_err(|e| format!("after visitor left: {e}"))?;
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let room_doc = self.server.room.doc();
+        if room_doc.transact().has_missing_updates() {
+            return Err("the room's document has pending structs".into());
+        }
+        let server_view = doc_view(room_doc);
+        let server_state = state_of(room_doc);
+        for (c, cl) in self.clients.iter().enumerate() {
+            if cl.conn.is_none() {
+                continue;
+            }
+            if cl.replica.doc.transact().has_missing_updates() {
+                return Err(format!("client {c} has pending structs"));
+            }
+            let view = doc_view(&cl.replica.doc);
+            if view.1 != server_view.1 {
+                return Err(format!(
+                    "client {c}'s text differs from the server's:\n  client: {:?}\n  server: {:?}",
+                    view.1, server_view.1
+                ));
+            }
+            if view.0 != server_view.0 {
+                return Err(format!(
+                    "client {c}'s JSON differs from the server's:\n  client: {}\n  server: {}",
+                    view.0, server_view.0
+                ));
+            }
+            let state = state_of(&cl.replica.doc);
+            if state.0 != server_state.0 {
+                return Err(format!(
+                    "client {c}'s state vector {:?} differs from the server's {:?}",
+                    state.0, server_state.0
+                ));
+            }
+            if state.1 != server_state.1 {
+                return Err(format!("client {c}'s delete set differs from the server's"));
+            }
+        }
+        let fresh = self.server.load_fresh()?;
+        if fresh.doc().transact().has_missing_updates() {
+            return Err("the room loaded from storage has pending structs".into());
+        }
+        if state_of(fresh.doc()) != server_state || doc_view(fresh.doc()) != server_view {
+            return Err(format!(
+                "the room loaded fresh from storage differs from memory: stored {}, memory {}",
+                doc_view(fresh.doc()).0,
+                server_view.0
+            ));
+        }
+        let owners = self.server.room.awareness().owners();
+        let connected: BTreeSet<u64> = self
+            .clients
+            .iter()
+            .filter(|c| c.conn.is_some())
+            .map(|c| c.id)
+            .collect();
+        for id in owners.keys() {
+            if !connected.contains(id) {
+                return Err(format!(
+                    "awareness of departed client {id} is still in the room"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Sends what the replica committed (edits, formatting cleanups) if connected.
+    fn flush_outgoing(&mut self) {
+        for u in self.replica.take_outgoing() {
+            if self.conn.is_some() {
+                self.up.push_back(encode_update(&u));
+            }
+        }
+    }
+}
+
+fn awareness_frame(cl: &Client) -> Vec<u8> {
+    encode_awareness_message(&[AwarenessEntry {
+        client_id: cl.id,
+        clock: u64::from(cl.awareness_clock),
+        state: cl.awareness.as_deref().unwrap_or("null"),
+    }])
+}
+
+fn step_name(step: &Step) -> String {
+    serde_json::to_string(step).unwrap_or_else(|_| format!("{step:?}"))
+}
+
+/// Runs one scenario to completion; `Err` describes the first failed check.
+pub fn run_scenario(scenario: &Scenario) -> (Result<(), String>, Counters) {
+    match Sim::new(scenario.clone()) {
+        Ok(mut sim) => {
+            let r = sim.run();
+            (r, sim.counters)
+        }
+        Err(e) => (Err(e), Counters::default()),
+    }
+}
