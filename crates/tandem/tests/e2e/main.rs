@@ -4,8 +4,10 @@
 //! Where new tests go:
 //! - `crash.rs` — SIGKILL durability (every echoed update survives);
 //! - `cli.rs` — command line, startup line, signals, HTTP-level refusals;
+//! - `fuzz.rs` — `tandem fuzz`: a live run, sabotage exit code, replay;
 //! - `server.rs` — the child-process fixture and a minimal protocol client (no tests).
 
 mod cli;
 mod crash;
+mod fuzz;
 mod server;
