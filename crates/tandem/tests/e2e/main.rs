@@ -4,10 +4,12 @@
 //! Where new tests go:
 //! - `crash.rs` — SIGKILL durability (every echoed update survives);
 //! - `cli.rs` — command line, startup line, signals, HTTP-level refusals;
-//! - `server.rs` — the child-process fixture and a minimal protocol client (no tests);
-//! - `bench.rs` — smoke runs of every `tandem bench` workload against the real server.
+//! - `bench.rs` — smoke runs of every `tandem bench` workload against the real server;
+//! - `fuzz.rs` — `tandem fuzz`: a live run, sabotage exit code, replay;
+//! - `server.rs` — the child-process fixture and a minimal protocol client (no tests).
 
 mod bench;
 mod cli;
 mod crash;
+mod fuzz;
 mod server;
