@@ -25,6 +25,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
+use crate::auth::{Access, TokenError, now_secs};
 use crate::hub::{ApplyError, Hub, RoomCmd};
 use crate::json::doc_to_json;
 use crate::routes::room_from_path;
@@ -153,6 +154,13 @@ where
     if hub.is_shutting_down() {
         return Err(ApiError::shutting_down());
     }
+    let need = match (&req.method, &req.room) {
+        (_, None) => Access::Admin,
+        (&Method::DELETE, _) => Access::Admin,
+        (&Method::POST, _) => Access::Write,
+        _ => Access::Read,
+    };
+    let author = authorize(&hub, &req, need)?;
     let Some(room) = req.room.clone() else {
         return match req.method {
             Method::GET => list_rooms(&hub, &req).await,
@@ -165,7 +173,7 @@ where
         (Method::GET, Some("update")) => get_update(&hub, &room, &req).await,
         (Method::POST, Some("update")) => {
             let bytes = read_body(body, hub.config.max_frame_bytes).await?;
-            post_update(&hub, &room, &req, bytes).await
+            post_update(&hub, &room, &req, bytes, author).await
         }
         (Method::GET, Some("state-vector")) => get_state_vector(&hub, &room).await,
         (Method::GET, Some("json")) => get_json(&hub, &room).await,
@@ -180,6 +188,47 @@ where
             format!("no endpoint {other:?} under /api/rooms/{{room}}"),
         )),
     }
+}
+
+/// Checks the bearer token (when auth is on) for `need` on the request's room; returns the
+/// author to record. Listing all rooms needs an admin token (its room claims are not checked).
+fn authorize(hub: &Hub, req: &Req, need: Access) -> Result<String, ApiError> {
+    let Some(auth) = &hub.config.auth else {
+        return Ok("anonymous".into());
+    };
+    let unauthorized = |e: TokenError| {
+        tracing::warn!(error = %e, "api request refused");
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    };
+    let token = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(TokenError::Missing)
+        .map_err(unauthorized)?;
+    let token = token
+        .strip_prefix("Bearer ")
+        .or_else(|| token.strip_prefix("bearer "))
+        .ok_or_else(|| TokenError::Malformed("expected `Authorization: Bearer <token>`".into()))
+        .map_err(unauthorized)?;
+    let claims = auth.verify(token, now_secs()).map_err(unauthorized)?;
+    if let Some(room) = &req.room
+        && !claims.covers(room)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_room",
+            "token does not grant this room",
+        ));
+    }
+    if claims.access < need {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_access",
+            format!("this request needs {need:?} access").to_lowercase(),
+        ));
+    }
+    Ok(claims.author())
 }
 
 fn method_not_allowed() -> ApiError {
@@ -461,7 +510,13 @@ fn body_is_v2(req: &Req) -> Result<bool, ApiError> {
     Ok(by_type || wants_v2(req)?)
 }
 
-async fn post_update(hub: &Arc<Hub>, room: &str, req: &Req, body: Vec<u8>) -> ApiResult {
+async fn post_update(
+    hub: &Arc<Hub>,
+    room: &str,
+    req: &Req,
+    body: Vec<u8>,
+    author: String,
+) -> ApiResult {
     let v2 = body_is_v2(req)?;
     if body.is_empty() {
         return Err(ApiError::bad("invalid_update", "empty body"));
@@ -476,7 +531,6 @@ async fn post_update(hub: &Arc<Hub>, room: &str, req: &Req, body: Vec<u8>) -> Ap
     // Validate before loading the room so garbage never costs a room load.
     tandem_protocol::validate_update_v1(&update, &hub.config.room.update_limits)
         .map_err(|e| ApiError::bad("invalid_update", e.to_string()))?;
-    let author = "anonymous".to_owned();
     let update = Arc::new(update);
     let res = hub
         .call(room, |reply| RoomCmd::ApplyExternal {

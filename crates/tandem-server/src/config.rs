@@ -24,6 +24,10 @@ pub struct ServerConfig {
     /// How often rooms run periodic work (awareness expiry).
     pub tick_interval: Duration,
     pub room: RoomConfig,
+    /// Token verification; `None` (the default) lets everyone read and write everything.
+    pub auth: Option<crate::auth::AuthConfig>,
+    /// Browser origins allowed to open WebSockets (empty: any). Checked before the upgrade.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +41,8 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(15),
             tick_interval: Duration::from_secs(5),
             room: RoomConfig::default(),
+            auth: None,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `127.0.0.1:0` and stop the server at will.
 
 pub mod api;
+pub mod auth;
 mod config;
 mod flusher;
 pub mod hub;

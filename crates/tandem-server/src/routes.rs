@@ -3,6 +3,7 @@
 //! Any request carrying a WebSocket upgrade is a room connection (the room is the URL path, as
 //! y-websocket builds it); plain GETs reach the demo page and the health check.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use warp::http::{StatusCode, header};
 use warp::path::FullPath;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth;
 use crate::hub::Hub;
 use crate::upgrade;
 use crate::ws::serve_peer;
@@ -57,12 +59,18 @@ fn websocket(hub: Arc<Hub>) -> impl Filter<Extract = (Box<dyn Reply>,), Error = 
         .and(warp::ws())
         .and(warp::header::<String>("sec-websocket-key"))
         .and(warp::path::full())
+        .and(warp::query::<HashMap<String, String>>().or_else(|_| async {
+            Ok::<_, Rejection>((HashMap::new(),))
+        }))
+        .and(warp::header::optional::<String>("origin"))
         .and(with_hub(hub))
         .map(
             |on_upgrade,
              _ws: warp::ws::Ws,
              key: String,
              path: FullPath,
+             query: HashMap<String, String>,
+             origin: Option<String>,
              hub: Arc<Hub>|
              -> Box<dyn Reply> {
                 let room = match room_from_path(path.as_str()) {
@@ -77,14 +85,56 @@ fn websocket(hub: Arc<Hub>) -> impl Filter<Extract = (Box<dyn Reply>,), Error = 
                         StatusCode::SERVICE_UNAVAILABLE,
                     ));
                 }
+                if !auth::origin_allowed(&hub.config.allowed_origins, origin.as_deref()) {
+                    tracing::warn!(%room, origin = ?origin, "websocket refused: origin not allowed");
+                    return Box::new(warp::reply::with_status(
+                        "origin not allowed",
+                        StatusCode::FORBIDDEN,
+                    ));
+                }
+                let info = match authorize_ws(&hub, &room, query.get("token").map(String::as_str)) {
+                    Ok(info) => info,
+                    Err((status, reason)) => {
+                        tracing::warn!(%room, %reason, "websocket refused");
+                        return Box::new(warp::reply::with_status(reason, status));
+                    }
+                };
                 let config = upgrade::config(hub.config.max_frame_bytes);
                 let tracker = hub.tasks.clone();
                 let req = upgrade::UpgradeRequest { key, on_upgrade };
                 Box::new(upgrade::reply(req, config, move |socket| {
-                    tracker.track_future(serve_peer(socket, hub, room, PeerInfo::default()))
+                    tracker.track_future(serve_peer(socket, hub, room, info))
                 }))
             },
         )
+}
+
+/// The peer's rights from its `?token=` (everyone writes as `anonymous` with auth off).
+fn authorize_ws(
+    hub: &Hub,
+    room: &str,
+    token: Option<&str>,
+) -> Result<PeerInfo, (StatusCode, String)> {
+    let Some(auth) = &hub.config.auth else {
+        return Ok(PeerInfo::default());
+    };
+    let token = token.ok_or((
+        StatusCode::UNAUTHORIZED,
+        "missing token (pass ?token=)".to_owned(),
+    ))?;
+    let claims = auth
+        .verify(token, auth::now_secs())
+        .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if !claims.covers(room) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "token does not grant this room".to_owned(),
+        ));
+    }
+    Ok(PeerInfo {
+        read_only: claims.access < auth::Access::Write,
+        author: Arc::from(claims.author()),
+    })
 }
 
 fn healthz() -> impl Filter<Extract = (&'static str,), Error = Rejection> + Clone {

@@ -36,6 +36,8 @@ enum Command {
     Bench(tandem_bench::BenchArgs),
     /// Run the conflict fuzzer: simulated (default) or live clients, crashes, convergence checks.
     Fuzz(FuzzArgs),
+    /// Mint a signed room token (JWT HS256) for --auth-secret servers; prints it to stdout.
+    Token(TokenArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -98,6 +100,28 @@ enum SabotageKind {
     ForgetAwarenessRemoval,
 }
 
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The room the token grants (or, with --prefix, the room-name prefix).
+    #[arg(long)]
+    room: String,
+    /// Treat --room as a prefix: the token covers every room whose name starts with it.
+    #[arg(long)]
+    prefix: bool,
+    /// read (receive only), write, or admin (also delete rooms and list all rooms).
+    #[arg(long, default_value = "write")]
+    access: tandem_server::auth::Access,
+    /// Lifetime: a number of seconds or e.g. 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Subject recorded as the author of this token's updates.
+    #[arg(long)]
+    sub: Option<String>,
+    /// The server's signing secret.
+    #[arg(long, env = "TANDEM_AUTH_SECRET", hide_env_values = true)]
+    secret: String,
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum DurabilityMode {
     /// Echo an update only after its log write is flushed to disk (group commit).
@@ -144,6 +168,13 @@ struct ServeArgs {
     /// sled page cache size in MiB.
     #[arg(long, default_value_t = 256)]
     cache_mib: u64,
+    /// Require signed tokens (mint them with `tandem token`) for every WebSocket and API
+    /// request. Without it, anyone who reaches the port can read, write and delete every room.
+    #[arg(long, env = "TANDEM_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// Comma-separated browser origins allowed to open WebSockets (default: any).
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -172,6 +203,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Token(args) => token(args),
     }
 }
 
@@ -230,6 +262,28 @@ fn fuzz(args: FuzzArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<boo
     Ok(summary.failures > 0)
 }
 
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    use tandem_server::auth::{AuthConfig, Claims, now_secs, parse_ttl};
+    if args.secret.is_empty() {
+        anyhow::bail!("the secret must not be empty");
+    }
+    let ttl = parse_ttl(&args.ttl).map_err(anyhow::Error::msg)?;
+    let (room, room_prefix) = if args.prefix {
+        (None, Some(args.room))
+    } else {
+        (Some(args.room), None)
+    };
+    let claims = Claims {
+        sub: args.sub,
+        room,
+        room_prefix,
+        access: args.access,
+        exp: now_secs() + ttl,
+    };
+    println!("{}", AuthConfig::new(args.secret).mint(&claims));
+    Ok(())
+}
+
 fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("invalid {what}: {v}"))
 }
@@ -260,6 +314,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.room.compact_after_entries = args.compact_entries.max(1);
     config.room.compact_after_bytes = args.compact_bytes.max(1);
     config.room.update_limits.max_any_depth = args.max_value_depth;
+    config.allowed_origins = args.allowed_origins;
+    match args.auth_secret.filter(|s| !s.is_empty()) {
+        Some(secret) => config.auth = Some(tandem_server::auth::AuthConfig::new(secret)),
+        None => tracing::warn!(
+            "auth is OFF: anyone who can reach this port can read, write and delete every room \
+             (set --auth-secret or TANDEM_AUTH_SECRET)"
+        ),
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -7,9 +7,11 @@
 //! - `flow.rs` — slow peers and keepalive;
 //! - `demo.rs` — the embedded web demo over plain HTTP;
 //! - `api.rs` — the HTTP API and the SSE change feed (`http.rs` is their raw HTTP/1.1 client);
+//! - `auth.rs` — tokens on WebSockets and the API, read-only peers, allowed origins;
 //! - `common.rs` — the server fixture and a y-websocket-speaking yrs client (no tests).
 
 mod api;
+mod auth;
 mod bad_input;
 mod common;
 mod demo;

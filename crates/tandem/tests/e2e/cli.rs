@@ -26,6 +26,8 @@ fn help_documents_every_serve_option() {
         "--send-queue",
         "--idle-unload-secs",
         "--log-level",
+        "--auth-secret",
+        "--allowed-origins",
     ] {
         assert!(help.contains(opt), "{opt} missing from:\n{help}");
     }
@@ -94,4 +96,36 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
     assert_eq!(code, Some(1001));
     let status = status.await.expect("join");
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn token_command_mints_a_verifiable_token() {
+    use tandem_server::auth::{Access, AuthConfig, now_secs};
+    let out = Command::new(binary())
+        .args([
+            "token", "--room", "team/", "--prefix", "--access", "read", "--ttl", "15m",
+        ])
+        .args(["--sub", "carol"])
+        .env("TANDEM_AUTH_SECRET", "cli-secret")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let claims = AuthConfig::new("cli-secret")
+        .verify(&token, now_secs())
+        .expect("valid token");
+    assert_eq!(claims.access, Access::Read);
+    assert_eq!(claims.room_prefix.as_deref(), Some("team/"));
+    assert_eq!(claims.author(), "carol");
+    assert!(claims.exp > now_secs() + 800 && claims.exp <= now_secs() + 900);
+    let bad = Command::new(binary())
+        .args(["token", "--room", "r", "--ttl", "1y", "--secret", "s"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid duration"));
 }

@@ -37,7 +37,16 @@ fn short_live_run_against_the_real_binary_passes() {
     let url = format!("ws://{}", server.addr);
     let seed = seed().to_string();
     let (code, out) = fuzz(&[
-        "--mode", "live", "--url", &url, "--seed", &seed, "--scenarios", "5", "--ops", "40",
+        "--mode",
+        "live",
+        "--url",
+        &url,
+        "--seed",
+        &seed,
+        "--scenarios",
+        "5",
+        "--ops",
+        "40",
     ]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(last_line(&out), "scenarios: 5, failures: 0", "{out}");
