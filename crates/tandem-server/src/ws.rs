@@ -32,6 +32,7 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
         frames: frames_tx,
         close: close_tx,
     };
+    let (info_read_only, info_author) = (info.read_only, info.author.clone());
     let room_tx = match hub.join(&room, peer, info, conn).await {
         Ok(tx) => tx,
         Err(reason) => {
@@ -47,7 +48,7 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
             return;
         }
     };
-    tracing::info!(%room, peer, "peer connected");
+    tracing::info!(%room, peer, read_only = info_read_only, author = %info_author, "peer connected");
     let mut ping = tokio::time::interval(hub.config.ping_interval);
     ping.tick().await;
     let mut heard_since_ping = true;
@@ -110,6 +111,10 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
             }
         }
     };
+    let (code, reason) = match &closing {
+        Some((code, reason)) => (*code, reason.clone()),
+        None => (1000, "closed by the client".to_owned()),
+    };
     if let Some((code, reason)) = closing {
         let _ = sink
             .send(Message::close_with(code, truncate_reason(reason)))
@@ -117,7 +122,7 @@ pub async fn serve_peer(ws: WebSocket, hub: Arc<Hub>, room: String, info: PeerIn
     }
     let _ = sink.close().await;
     let _ = room_tx.send(RoomCmd::Leave { peer }).await;
-    tracing::info!(%room, peer, "peer disconnected");
+    tracing::info!(%room, peer, code, %reason, "peer disconnected");
 }
 
 #[cfg(test)]
