@@ -48,6 +48,7 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
     websocket(hub.clone())
         .or(crate::api::api(hub.clone()))
         .or(healthz())
+        .or(readyz(hub.clone()))
         .or(demo())
         .recover(handle_rejection)
 }
@@ -139,6 +140,38 @@ fn authorize_ws(
 
 fn healthz() -> impl Filter<Extract = (&'static str,), Error = Rejection> + Clone {
     warp::path!("healthz").and(warp::get()).map(|| "ok")
+}
+
+/// 200 when the store takes a write and a flush, 503 otherwise (or while shutting down).
+fn readyz(hub: Arc<Hub>) -> impl Filter<Extract = (Box<dyn Reply>,), Error = Rejection> + Clone {
+    warp::path!("readyz")
+        .and(warp::get())
+        .and(with_hub(hub))
+        .then(|hub: Arc<Hub>| async move {
+            if hub.is_shutting_down() {
+                return Box::new(warp::reply::with_status(
+                    "shutting down".to_owned(),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )) as Box<dyn Reply>;
+            }
+            let store = hub.store().clone();
+            let res = tokio::task::spawn_blocking(move || store.check_writable()).await;
+            let reply = match res {
+                Ok(Ok(())) => warp::reply::with_status("ready".to_owned(), StatusCode::OK),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "readiness check failed");
+                    warp::reply::with_status(
+                        format!("storage not writable: {e}"),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    )
+                }
+                Err(e) => warp::reply::with_status(
+                    format!("readiness check failed: {e}"),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ),
+            };
+            Box::new(reply) as Box<dyn Reply>
+        })
 }
 
 fn demo() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {

@@ -44,6 +44,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
         frames: frames_tx,
         close: close_tx,
     };
+    let (info_read_only, info_author) = (info.read_only, info.author.clone());
     let room_tx = match hub.join(&room, peer, info, conn).await {
         Ok(tx) => tx,
         Err(reason) => {
@@ -57,7 +58,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
             return;
         }
     };
-    tracing::info!(%room, peer, "peer connected");
+    tracing::info!(%room, peer, read_only = info_read_only, author = %info_author, "peer connected");
     let mut ping = tokio::time::interval(hub.config.ping_interval);
     ping.tick().await;
     let mut heard_since_ping = true;
@@ -123,12 +124,16 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
             }
         }
     };
+    let (code, reason) = match &closing {
+        Some((code, reason)) => (*code, reason.clone()),
+        None => (1000, "closed by the client".to_owned()),
+    };
     if let Some((code, reason)) = closing {
         let _ = sink.send(close_message(code, reason)).await;
     }
     let _ = sink.close().await;
     let _ = room_tx.send(RoomCmd::Leave { peer }).await;
-    tracing::info!(%room, peer, "peer disconnected");
+    tracing::info!(%room, peer, code, %reason, "peer disconnected");
 }
 
 #[cfg(test)]

@@ -81,6 +81,11 @@ pub trait DocStore: Send + Sync + 'static {
     fn stats(&self, room: &str) -> Result<Option<RoomStats>, StoreError>;
     /// Log entries with position `> after`, at most `limit`, in order.
     fn log_after(&self, room: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError>;
+    /// Proves the store is open and writable (readiness probes): writes and flushes a small
+    /// health record outside every room's keys. The default only flushes.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
 }
 
 pub fn check_room_name(room: &str) -> Result<(), StoreError> {

@@ -174,6 +174,18 @@ impl DocStore for SledStore {
         Ok(())
     }
 
+    fn check_writable(&self) -> Result<(), StoreError> {
+        // `h` is outside the room (`d`) and index (`n`) key spaces.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.db
+            .insert(b"health", &stamp.to_be_bytes()[..])
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
     fn compact(&self, room: &str, snapshot: &Snapshot) -> Result<(), StoreError> {
         check_room_name(room)?;
         self.ensure_indexed(room)?;
@@ -348,6 +360,14 @@ mod tests {
         s.db.insert(log_key("r", 2), &[7u8, 1][..])
             .expect("raw insert");
         assert!(matches!(s.load("r"), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn health_writes_stay_out_of_room_listings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        s.check_writable().expect("writable");
+        assert!(s.list_rooms(None, 10).expect("list").is_empty());
     }
 
     #[test]

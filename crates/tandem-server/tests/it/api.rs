@@ -503,3 +503,21 @@ async fn change_feed_resets_when_the_position_was_compacted_away() {
     assert_eq!(text_of(&mirror), text_of(&author));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn readyz_writes_to_storage_and_does_not_shadow_rooms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), test_config()).await;
+    let r = get(server.addr, "/readyz").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ready"[..]));
+    assert_eq!(get(server.addr, "/healthz").await.status, 200);
+    // a room named like the probe is still a room over WebSocket
+    let mut c = Client::synced(&server.url("readyz"), 3).await;
+    c.insert_text("t", 0, "ok").await;
+    c.wait_until("echo", |c| c.updates_received > 0).await;
+    assert_eq!(get(server.addr, "/api/rooms/readyz").await.status, 200);
+    let list = get(server.addr, "/api/rooms").await.json();
+    assert_eq!(list["rooms"].as_array().expect("rooms").len(), 1);
+    c.close().await;
+    server.stop().await;
+}

@@ -9,6 +9,9 @@ use yrs::{Doc, ReadTxn, StateVector, Text, Transact};
 use crate::common::{Client, TIMEOUT, TestServer, test_config};
 use crate::http::{get, request};
 
+/// (what, method, path, Authorization header, status, error code)
+type Case<'a> = (&'a str, &'a str, &'a str, Option<String>, u16, &'a str);
+
 const SECRET: &str = "test-secret-please-change";
 
 fn token(secret: &str, room: &str, access: Access, exp: u64, sub: &str) -> String {
@@ -130,7 +133,7 @@ async fn api_refuses_every_bad_token_and_checks_access_levels() {
             .encode_state_as_update_v1(&StateVector::default())
     };
     let bearer = |t: &str| format!("Bearer {t}");
-    let cases: Vec<(&str, &str, &str, Option<String>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("missing", "GET", "/api/rooms/r", None, 401, "token_missing"),
         (
             "not bearer",
