@@ -57,7 +57,10 @@ fn every_sabotage_is_reported_and_its_replay_reproduces() {
         let mut out = Vec::new();
         let summary = run_sim(&opts, &mut out).unwrap();
         let text = String::from_utf8_lossy(&out).into_owned();
-        assert_eq!(summary.failures, 4, "{kind:?} not caught every time:\n{text}");
+        assert_eq!(
+            summary.failures, 4,
+            "{kind:?} not caught every time:\n{text}"
+        );
         assert!(summary.render().ends_with("scenarios: 4, failures: 4"));
         assert_eq!(summary.replay_files.len(), 4);
         for file in &summary.replay_files {
