@@ -69,12 +69,12 @@ async fn open(url: &str) -> Result<Socket, String> {
     }
 }
 
+/// Answers to send, whether a SyncStep2 arrived, awareness entries seen (client id, removed).
+type FrameOutcome = (Vec<Vec<u8>>, bool, Vec<(u64, bool)>);
+
 /// Applies one incoming frame to a client; returns frames to answer with and whether it
 /// carried a SyncStep2.
-fn on_frame(
-    replica: &Replica,
-    frame: &[u8],
-) -> Result<(Vec<Vec<u8>>, bool, Vec<(u64, bool)>), String> {
+fn on_frame(replica: &Replica, frame: &[u8]) -> Result<FrameOutcome, String> {
     let mut answers = Vec::new();
     let mut step2 = false;
     let mut awareness = Vec::new();

@@ -331,7 +331,7 @@ impl Sim {
             })
             .collect();
         Ok(Sim {
-            rng: StdRng::seed_from_u64(scenario.seed ^ 0x5EED_0F_4E7),
+            rng: StdRng::seed_from_u64(scenario.seed ^ 0x0005_EED0_F4E7),
             scenario,
             clients,
             server,
