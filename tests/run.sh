@@ -18,7 +18,7 @@ echo "== cargo test"
 cargo test --release --locked --workspace
 
 echo "== cargo-fuzz targets build on stable (run them with: cargo +nightly fuzz run <target>)"
-cargo build --release --locked --manifest-path fuzz/Cargo.toml
+cargo build --locked --manifest-path fuzz/Cargo.toml
 
 echo "== interop: yjs + y-websocket clients"
 (cd tests && node --test --test-concurrency=2 interop/)
