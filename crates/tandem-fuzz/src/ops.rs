@@ -565,39 +565,6 @@ pub fn doc_view(doc: &Doc) -> (Json, String) {
     (json, text)
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-    use yrs::Update;
-    use yrs::updates::decoder::Decode;
-
-    #[test]
-    fn generated_edits_apply_and_their_updates_reproduce_the_doc() {
-        let mut rng = StdRng::seed_from_u64(7);
-        let a = Doc::with_client_id(1);
-        let b = Doc::with_client_id(2);
-        let mut applied = 0;
-        for _ in 0..500 {
-            let e = Edit::generate(&mut rng);
-            let json = serde_json::to_string(&e).unwrap();
-            let back: Edit = serde_json::from_str(&json).unwrap();
-            assert_eq!(back, e);
-            if let Some(u) = apply_edit(&a, &e) {
-                applied += 1;
-                b.transact_mut()
-                    .apply_update(Update::decode_v1(&u).unwrap())
-                    .unwrap();
-            }
-        }
-        assert!(applied > 300, "{applied}");
-        assert_eq!(doc_view(&a), doc_view(&b));
-        assert!(doc_view(&a).1.chars().count() > 10);
-    }
-}
-
 /// A client replica: a yrs document plus the updates it must send, captured after each commit
 /// the way y-websocket's `doc.on('update')` does. That includes formatting cleanups: yrs (like
 /// Yjs) deletes redundant formatting markers when a transaction commits, also while applying a
@@ -647,5 +614,38 @@ impl Replica {
     /// sync carries them).
     pub fn take_outgoing(&self) -> Vec<Vec<u8>> {
         std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use yrs::Update;
+    use yrs::updates::decoder::Decode;
+
+    #[test]
+    fn generated_edits_apply_and_their_updates_reproduce_the_doc() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let a = Doc::with_client_id(1);
+        let b = Doc::with_client_id(2);
+        let mut applied = 0;
+        for _ in 0..500 {
+            let e = Edit::generate(&mut rng);
+            let json = serde_json::to_string(&e).unwrap();
+            let back: Edit = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, e);
+            if let Some(u) = apply_edit(&a, &e) {
+                applied += 1;
+                b.transact_mut()
+                    .apply_update(Update::decode_v1(&u).unwrap())
+                    .unwrap();
+            }
+        }
+        assert!(applied > 300, "{applied}");
+        assert_eq!(doc_view(&a), doc_view(&b));
+        assert!(doc_view(&a).1.chars().count() > 10);
     }
 }
