@@ -133,10 +133,10 @@ pub async fn run(
         if in_flight <= a.window || a.readers == 0 {
             let u = *u;
             all.next();
-            if let Ok(info) = validate_update_v1(u, &limits) {
-                if let Some(&(_, _, end)) = info.struct_ranges.last() {
-                    sent_clock = sent_clock.max(end);
-                }
+            if let Ok(info) = validate_update_v1(u, &limits)
+                && let Some(&(_, _, end)) = info.struct_ranges.last()
+            {
+                sent_clock = sent_clock.max(end);
             }
             writer.send(&encode_update(u)).await?;
             continue;

@@ -158,10 +158,10 @@ impl Ctx {
 
     /// Keeps the first few errors for the report.
     pub fn note_error(&self, e: &BenchError) {
-        if let Ok(mut v) = self.errors.lock() {
-            if v.len() < 5 {
-                v.push(e.to_string());
-            }
+        if let Ok(mut v) = self.errors.lock()
+            && v.len() < 5
+        {
+            v.push(e.to_string());
         }
     }
 

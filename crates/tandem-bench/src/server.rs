@@ -71,13 +71,13 @@ impl ServerCtl {
             if tokio::net::TcpStream::connect(&self.addr).await.is_ok() {
                 return Ok(());
             }
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(BenchError::Server(format!(
-                        "server command exited with {status} before listening on {}",
-                        self.addr
-                    )));
-                }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(BenchError::Server(format!(
+                    "server command exited with {status} before listening on {}",
+                    self.addr
+                )));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(BenchError::Timeout(format!(
