@@ -98,11 +98,11 @@ main() {
       local wl=$1; shift
       log "$s: $wl"
       mkdir -p "$work/$s"
-      if ! "$bin" bench --url "$URL" --server-cmd "$CMD" --traces "$TRACES" --label "$s" \
+      if ! RUST_BACKTRACE=0 "$bin" bench --url "$URL" --server-cmd "$CMD" --traces "$TRACES" --label "$s" \
           --timeout-secs 180 "${OPTS[@]}" "$wl" "$@" > "$results/$s.$wl.out" 2>"$results/$s.$wl.err"; then
         log "$s $wl failed: $(tail -n 3 "$results/$s.$wl.err")"
         printf '{"workload":"%s","label":"%s","failed":%s}\n' "$wl" "$s" \
-          "$(tail -n 1 "$results/$s.$wl.err" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s.trim())))')" \
+          "$(sed -n '/^Caused by:/{n;p;q}' "$results/$s.$wl.err" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s.trim())))')" \
           > "$results/$s.$wl.json"
       else
         tail -n 1 "$results/$s.$wl.out" > "$results/$s.$wl.json"
