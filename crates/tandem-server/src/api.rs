@@ -193,6 +193,30 @@ where
 /// Checks the bearer token (when auth is on) for `need` on the request's room; returns the
 /// author to record. Listing all rooms needs an admin token (its room claims are not checked).
 fn authorize(hub: &Hub, req: &Req, need: Access) -> Result<String, ApiError> {
+    authorize_bearer(hub, &req.headers, req.room.as_deref(), need)
+}
+
+/// [`authorize`] for any request: the bearer token in `headers` must grant `need` (and `room`,
+/// when given). Refusals are counted in the metrics by their error code.
+pub fn authorize_bearer(
+    hub: &Hub,
+    headers: &HeaderMap,
+    room: Option<&str>,
+    need: Access,
+) -> Result<String, ApiError> {
+    let res = check_bearer(hub, headers, room, need);
+    if let Err(e) = &res {
+        hub.metrics.auth_failure(e.code);
+    }
+    res
+}
+
+fn check_bearer(
+    hub: &Hub,
+    headers: &HeaderMap,
+    room: Option<&str>,
+    need: Access,
+) -> Result<String, ApiError> {
     let Some(auth) = &hub.config.auth else {
         return Ok("anonymous".into());
     };
@@ -200,8 +224,7 @@ fn authorize(hub: &Hub, req: &Req, need: Access) -> Result<String, ApiError> {
         tracing::warn!(error = %e, "api request refused");
         ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
     };
-    let token = req
-        .headers
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or(TokenError::Missing)
@@ -212,7 +235,7 @@ fn authorize(hub: &Hub, req: &Req, need: Access) -> Result<String, ApiError> {
         .ok_or_else(|| TokenError::Malformed("expected `Authorization: Bearer <token>`".into()))
         .map_err(unauthorized)?;
     let claims = auth.verify(token, now_secs()).map_err(unauthorized)?;
-    if let Some(room) = &req.room
+    if let Some(room) = room
         && !claims.covers(room)
     {
         return Err(ApiError::new(

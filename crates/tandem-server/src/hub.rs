@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ServerConfig;
 use crate::flusher::Flusher;
+use crate::metrics::Metrics;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -105,6 +106,8 @@ pub struct Hub {
     feeds: Mutex<HashMap<String, broadcast::Sender<Arc<LogEntry>>>>,
     /// Cancelled when shutdown starts (ends long-lived HTTP streams such as the change feed).
     pub closing: tokio_util::sync::CancellationToken,
+    /// Prometheus metrics, scraped at `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Hub {
@@ -123,6 +126,7 @@ impl Hub {
             loaded: tokio::sync::watch::Sender::new(0),
             feeds: Mutex::new(HashMap::new()),
             closing: tokio_util::sync::CancellationToken::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 
@@ -149,6 +153,7 @@ impl Hub {
 
     fn publish_loaded(&self, rooms: &HashMap<String, RoomHandle>) {
         self.loaded.send_replace(rooms.len());
+        self.metrics.rooms_loaded.set(rooms.len() as i64);
     }
 
     pub fn is_loaded(&self, room: &str) -> bool {
@@ -377,7 +382,9 @@ impl Host {
             return Ok(());
         }
         if self.hub.config.durability == Durability::Sync {
+            let start = Instant::now();
             self.hub.flusher.flush().await?;
+            Metrics::observe_since(&self.hub.metrics.flush_seconds, start);
         }
         Ok(())
     }
@@ -407,6 +414,10 @@ impl Host {
             }
             slow.sort_unstable();
             slow.dedup();
+            self.hub
+                .metrics
+                .slow_peer_disconnects
+                .inc_by(slow.len() as u64);
             let mut fx = Effects::default();
             for peer in slow {
                 self.close_peer(
@@ -516,6 +527,7 @@ async fn room_task(
                 continue;
             }
         }
+        let batch_start = Instant::now();
         let mut fx = Effects::default();
         let mut replies = Vec::new();
         let mut reload = false;
@@ -537,12 +549,15 @@ async fn room_task(
                     if !host.peers.contains_key(&peer) {
                         continue;
                     }
+                    let start = Instant::now();
                     let (more, err) = room.handle(peer, &frame, now_ms());
+                    Metrics::observe_since(&hub.metrics.apply_seconds, start);
                     merge(&mut fx, more);
                     if let Some(err) = err {
                         tracing::warn!(room = %name, peer, error = %err, "rejecting peer input");
                         reload |= err == PeerError::Panicked;
                         let reason = err.to_string();
+                        hub.metrics.rejected(err.close_code());
                         host.close_peer(&mut room, peer, (err.close_code(), reason), &mut fx);
                     }
                 }
@@ -556,7 +571,9 @@ async fn room_task(
                     update,
                     author,
                     reply,
-                } => match room.apply_external(&update, &author, now_ms()) {
+                } => match timed(&hub.metrics, || {
+                    room.apply_external(&update, &author, now_ms())
+                }) {
                     Ok(more) => {
                         merge(&mut fx, more);
                         replies.push(reply);
@@ -587,7 +604,10 @@ async fn room_task(
             break 'run;
         }
         hub.publish(&name, &fx);
+        hub.metrics.updates_applied.inc_by(fx.append.len() as u64);
+        hub.metrics.denied_writes.inc_by(fx.denied_writes);
         host.deliver(&mut room, fx.sends);
+        Metrics::observe_since(&hub.metrics.fanout_seconds, batch_start);
         peer_gauge.store(host.peers.len(), Ordering::Relaxed);
         for r in replies {
             let _ = r.send(Ok(()));
@@ -622,6 +642,14 @@ async fn room_task(
     }
     peer_gauge.store(0, Ordering::Relaxed);
     // Anything still queued (joins racing the unload) is dropped; joiners retry.
+}
+
+/// Runs `f`, recording its duration as an update apply time.
+fn timed<T>(metrics: &Metrics, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let r = f();
+    Metrics::observe_since(&metrics.apply_seconds, start);
+    r
 }
 
 fn merge(into: &mut Effects, from: Effects) {

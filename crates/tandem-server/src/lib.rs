@@ -13,6 +13,7 @@ mod config;
 mod flusher;
 pub mod hub;
 pub mod json;
+pub mod metrics;
 mod routes;
 mod upgrade;
 mod ws;

@@ -49,6 +49,7 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(crate::api::api(hub.clone()))
         .or(healthz())
         .or(readyz(hub.clone()))
+        .or(metrics(hub.clone()))
         .or(demo())
         .recover(handle_rejection)
 }
@@ -119,14 +120,19 @@ fn authorize_ws(
     let Some(auth) = &hub.config.auth else {
         return Ok(PeerInfo::default());
     };
-    let token = token.ok_or((
-        StatusCode::UNAUTHORIZED,
-        "missing token (pass ?token=)".to_owned(),
-    ))?;
-    let claims = auth
-        .verify(token, auth::now_secs())
-        .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let Some(token) = token else {
+        hub.metrics.auth_failure(auth::TokenError::Missing.code());
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "missing token (pass ?token=)".to_owned(),
+        ));
+    };
+    let claims = auth.verify(token, auth::now_secs()).map_err(|e| {
+        hub.metrics.auth_failure(e.code());
+        (StatusCode::UNAUTHORIZED, e.to_string())
+    })?;
     if !claims.covers(room) {
+        hub.metrics.auth_failure("forbidden_room");
         return Err((
             StatusCode::FORBIDDEN,
             "token does not grant this room".to_owned(),
@@ -171,6 +177,25 @@ fn readyz(hub: Arc<Hub>) -> impl Filter<Extract = (Box<dyn Reply>,), Error = Rej
                 ),
             };
             Box::new(reply) as Box<dyn Reply>
+        })
+}
+
+/// Prometheus metrics (OpenMetrics text); needs an admin token when auth is on.
+fn metrics(
+    hub: Arc<Hub>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_hub(hub))
+        .map(|headers: warp::http::HeaderMap, hub: Arc<Hub>| {
+            if let Err(e) = crate::api::authorize_bearer(&hub, &headers, None, auth::Access::Admin)
+            {
+                return e.into_response();
+            }
+            let body = hub.metrics.encode();
+            warp::reply::with_header(body, header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+                .into_response()
         })
 }
 

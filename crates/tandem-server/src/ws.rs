@@ -59,6 +59,8 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
         }
     };
     tracing::info!(%room, peer, read_only = info_read_only, author = %info_author, "peer connected");
+    let metrics = hub.metrics.clone();
+    metrics.peers_connected.inc();
     let mut ping = tokio::time::interval(hub.config.ping_interval);
     ping.tick().await;
     let mut heard_since_ping = true;
@@ -70,6 +72,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
                 if frame.0 != close::TOO_SLOW {
                     // deliver what the room queued before deciding to close (e.g. final echoes)
                     while let Ok(f) = frames_rx.try_recv() {
+                        metrics.bytes_out.inc_by(f.len() as u64);
                         if sink.send(Message::Binary(f)).await.is_err() {
                             break;
                         }
@@ -79,6 +82,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
             }
             out = frames_rx.recv() => match out {
                 Some(f) => {
+                    metrics.bytes_out.inc_by(f.len() as u64);
                     if sink.send(Message::Binary(f)).await.is_err() {
                         break None;
                     }
@@ -91,6 +95,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
                     heard_since_ping = true;
                     match msg {
                         Message::Binary(frame) => {
+                            metrics.bytes_in.inc_by(frame.len() as u64);
                             let cmd = RoomCmd::Frame { peer, frame };
                             if room_tx.send(cmd).await.is_err() {
                                 break Some((close::INTERNAL_ERROR, "room closed".into()));
@@ -98,6 +103,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
                         }
                         Message::Close(_) => break None,
                         Message::Text(_) => {
+                            metrics.rejected(close::BAD_MESSAGE);
                             break Some((close::BAD_MESSAGE, "text frames are not part of the protocol".into()));
                         }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -107,8 +113,10 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
                     let text = e.to_string();
                     tracing::warn!(%room, peer, error = %text, "websocket error");
                     if text.contains("too long") || text.contains("Space limit") {
+                        metrics.rejected(close::TOO_LARGE);
                         break Some((close::TOO_LARGE, format!("message exceeds {max} bytes")));
                     }
+                    metrics.rejected(close::BAD_MESSAGE);
                     break Some((close::BAD_MESSAGE, text));
                 }
                 None => break None,
@@ -133,6 +141,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
     }
     let _ = sink.close().await;
     let _ = room_tx.send(RoomCmd::Leave { peer }).await;
+    metrics.peers_connected.dec();
     tracing::info!(%room, peer, code, %reason, "peer disconnected");
 }
 

@@ -8,6 +8,7 @@
 //! - `demo.rs` — the embedded web demo over plain HTTP;
 //! - `api.rs` — the HTTP API and the SSE change feed (`http.rs` is their raw HTTP/1.1 client);
 //! - `auth.rs` — tokens on WebSockets and the API, read-only peers, allowed origins;
+//! - `metrics.rs` — `GET /metrics` before and after real traffic, and its auth;
 //! - `common.rs` — the server fixture and a y-websocket-speaking yrs client (no tests).
 
 mod api;
@@ -17,4 +18,5 @@ mod common;
 mod demo;
 mod flow;
 mod http;
+mod metrics;
 mod sync;
