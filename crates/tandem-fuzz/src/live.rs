@@ -45,6 +45,25 @@ struct LiveClient {
     awareness: Option<String>,
 }
 
+impl LiveClient {
+    /// A client with a fresh document, not yet connected.
+    fn new(id: u64) -> Self {
+        LiveClient {
+            replica: Replica::new(id),
+            id,
+            ws: None,
+            online: true,
+            departed: false,
+            partitioned: false,
+            held: Vec::new(),
+            last_sent: None,
+            pending_step2: 0,
+            awareness_clock: 0,
+            awareness: None,
+        }
+    }
+}
+
 struct Live<'a> {
     url: String,
     restart_cmd: Option<&'a str>,
@@ -350,19 +369,7 @@ impl Live<'_> {
             cl.send(encode_sync_step1(&sv)).await?;
             cl.until_step2().await?;
         }
-        let mut fresh = LiveClient {
-            replica: Replica::new(999_999),
-            id: 999_999,
-            ws: None,
-            online: true,
-            departed: false,
-            partitioned: false,
-            held: Vec::new(),
-            last_sent: None,
-            pending_step2: 0,
-            awareness_clock: 0,
-            awareness: None,
-        };
+        let mut fresh = LiveClient::new(999_999);
         fresh.ws = Some(open(&self.url).await?);
         fresh.send(encode_query_awareness()).await?;
         fresh.send(encode_sync_step1(&[0])).await?;
@@ -425,19 +432,7 @@ async fn run_one(
         url: url.clone(),
         restart_cmd,
         clients: (0..scenario.clients)
-            .map(|i| LiveClient {
-                replica: Replica::new(1000 + i as u64),
-                id: 1000 + i as u64,
-                ws: None,
-                online: true,
-                departed: false,
-                partitioned: false,
-                held: Vec::new(),
-                last_sent: None,
-                pending_step2: 0,
-                awareness_clock: 0,
-                awareness: None,
-            })
+            .map(|i| LiveClient::new(1000 + i as u64))
             .collect(),
         counters: Counters::default(),
     };

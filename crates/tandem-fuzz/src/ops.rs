@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use yrs::types::text::{Diff, YChange};
 use yrs::{
-    Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, Map, MapPrelim, MapRef, Out, ReadTxn, Text,
-    TextPrelim, TextRef, Transact, TransactionMut,
+    Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, In, Map, MapPrelim, MapRef, Out, ReadTxn,
+    Text, TextPrelim, TextRef, Transact, TransactionMut,
 };
 
 /// Names of the root types every simulated client edits.
@@ -279,62 +279,26 @@ fn utf16_at(s: &str, chars: usize) -> u32 {
 }
 
 fn insert_value_in_map(map: &MapRef, txn: &mut TransactionMut, key: &str, value: &Value) {
-    match value {
-        Value::Map { k, v } => {
-            map.insert(
-                txn,
-                key,
-                MapPrelim::from([(k.as_str(), Any::from(v.as_str()))]),
-            );
-        }
-        Value::Array { items } => {
-            map.insert(
-                txn,
-                key,
-                ArrayPrelim::from(
-                    items
-                        .iter()
-                        .map(|s| Any::from(s.as_str()))
-                        .collect::<Vec<_>>(),
-                ),
-            );
-        }
-        Value::Text { s } => {
-            map.insert(txn, key, TextPrelim::new(s.as_str()));
-        }
-        other => {
-            map.insert(txn, key, any_of(other));
-        }
-    }
+    map.insert(txn, key, prelim_of(value));
 }
 
 fn insert_value_in_array(arr: &ArrayRef, txn: &mut TransactionMut, pos: u32, value: &Value) {
+    arr.insert(txn, pos, prelim_of(value));
+}
+
+/// The yrs input for a generated value: a nested map, array or text, or a plain value.
+fn prelim_of(value: &Value) -> In {
     match value {
-        Value::Map { k, v } => {
-            arr.insert(
-                txn,
-                pos,
-                MapPrelim::from([(k.as_str(), Any::from(v.as_str()))]),
-            );
-        }
-        Value::Array { items } => {
-            arr.insert(
-                txn,
-                pos,
-                ArrayPrelim::from(
-                    items
-                        .iter()
-                        .map(|s| Any::from(s.as_str()))
-                        .collect::<Vec<_>>(),
-                ),
-            );
-        }
-        Value::Text { s } => {
-            arr.insert(txn, pos, TextPrelim::new(s.as_str()));
-        }
-        other => {
-            arr.insert(txn, pos, any_of(other));
-        }
+        Value::Map { k, v } => MapPrelim::from([(k.as_str(), Any::from(v.as_str()))]).into(),
+        Value::Array { items } => ArrayPrelim::from(
+            items
+                .iter()
+                .map(|s| Any::from(s.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .into(),
+        Value::Text { s } => TextPrelim::new(s.as_str()).into(),
+        other => In::Any(any_of(other)),
     }
 }
 
