@@ -89,18 +89,35 @@ fn index_key(room: &str) -> Vec<u8> {
     k
 }
 
+/// How long [`SledStore::open`] waits for a just-closed store's file lock to be released.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledStore {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let flush_every = match config.durability {
             Durability::Sync => None,
             Durability::Async { flush_every_ms } => Some(flush_every_ms.max(1)),
         };
-        let db = sled::Config::default()
+        let sled_config = sled::Config::default()
             .path(&config.path)
             .cache_capacity(config.cache_capacity)
-            .flush_every_ms(flush_every)
-            .open()
-            .map_err(io)?;
+            .flush_every_ms(flush_every);
+        // A store closed a moment ago in this process may still hold the directory's file lock:
+        // sled's background threads release it only when they notice the shutdown. Nothing
+        // signals that, so retry for a bounded time; another live process keeps it and we fail.
+        // (sled 0.34 reports the lock failure only as an `ErrorKind::Other` with this message.)
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled_config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.map_err(io)?,
+            }
+        };
         Ok(SledStore {
             db,
             indexed: Mutex::new(HashSet::new()),
