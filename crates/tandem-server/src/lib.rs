@@ -44,6 +44,12 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux): every y-sync frame is a
+    // small write, and with Nagle on, a frame queued behind an unacknowledged one waits for the
+    // peer's delayed ACK (40 ms) — the tail of every fan-out latency.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        tracing::warn!(error = %e, "could not disable Nagle's algorithm on the listener");
+    }
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(routes::routes(hub.clone()))
         .incoming(listener)
