@@ -11,6 +11,9 @@ pub struct ServerConfig {
     /// When an accepted update may be echoed: after an fsync (`Sync`), or at once with background
     /// flushes (`Async`).
     pub durability: Durability,
+    /// Sync durability: the shortest time between two group-commit flushes. Writes arriving
+    /// within it share the next flush (fewer, larger flushes under load).
+    pub group_commit: Duration,
     /// Largest WebSocket message accepted, in bytes; larger ones close the connection (1009).
     pub max_frame_bytes: usize,
     /// Frames queued for one peer before it counts as too slow and is disconnected (4429).
@@ -34,6 +37,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             durability: Durability::Sync,
+            group_commit: Duration::from_millis(2),
             max_frame_bytes: 16 * 1024 * 1024,
             send_queue_frames: 1024,
             room_queue_frames: 256,

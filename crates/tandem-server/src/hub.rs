@@ -112,7 +112,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(store: Arc<dyn DocStore>, config: ServerConfig) -> Arc<Self> {
-        let (flusher, task) = Flusher::spawn(store.clone());
+        let (flusher, task) = Flusher::spawn(store.clone(), config.group_commit);
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             store,

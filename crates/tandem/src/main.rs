@@ -144,6 +144,10 @@ struct ServeArgs {
     /// Background flush interval in async durability mode, in milliseconds.
     #[arg(long, default_value_t = 50)]
     flush_ms: u64,
+    /// Sync durability: shortest time between two group-commit flushes, in milliseconds; writes
+    /// arriving within it share one flush (0: flush as soon as the previous one ends).
+    #[arg(long, default_value_t = 2)]
+    group_commit_ms: u64,
     /// Largest WebSocket message accepted, in bytes (larger: close 1009).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_frame_bytes: usize,
@@ -305,6 +309,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the sled store at {}", data.display()))?;
     let mut config = ServerConfig {
         durability,
+        group_commit: Duration::from_millis(args.group_commit_ms),
         max_frame_bytes: args.max_frame_bytes,
         send_queue_frames: args.send_queue.max(1),
         idle_unload: secs(args.idle_unload_secs, "--idle-unload-secs")?,
