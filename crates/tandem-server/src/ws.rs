@@ -35,6 +35,31 @@ fn close_message(code: u16, reason: String) -> Message {
     }))
 }
 
+/// Most frames written to a socket before one flush (one `write` for the whole burst).
+const WRITE_BURST_FRAMES: usize = 64;
+
+/// Writes `first` and whatever else is already queued (up to [`WRITE_BURST_FRAMES`]) with a
+/// single flush: a room batch fans out many frames to each peer at once, and one syscall per
+/// burst instead of per frame is most of the fan-out cost under load.
+async fn send_queued<S>(
+    sink: &mut S,
+    first: Bytes,
+    queue: &mut mpsc::Receiver<Bytes>,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), S::Error>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    metrics.bytes_out.inc_by(first.len() as u64);
+    sink.feed(Message::Binary(first)).await?;
+    for _ in 1..WRITE_BURST_FRAMES {
+        let Ok(f) = queue.try_recv() else { break };
+        metrics.bytes_out.inc_by(f.len() as u64);
+        sink.feed(Message::Binary(f)).await?;
+    }
+    sink.flush().await
+}
+
 pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo) {
     let peer = hub.next_peer_id();
     let (frames_tx, mut frames_rx) = mpsc::channel(hub.config.send_queue_frames);
@@ -82,8 +107,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
             }
             out = frames_rx.recv() => match out {
                 Some(f) => {
-                    metrics.bytes_out.inc_by(f.len() as u64);
-                    if sink.send(Message::Binary(f)).await.is_err() {
+                    if send_queued(&mut sink, f, &mut frames_rx, &metrics).await.is_err() {
                         break None;
                     }
                 }
