@@ -203,11 +203,12 @@ impl DocStore for FuzzStore {
     fn load(&self, room: &str) -> Result<StoredRoom, StoreError> {
         self.inner.load(room)
     }
-    fn append(&self, room: &str, seq: u64, record: &LogRecord) -> Result<(), StoreError> {
+    fn append(&self, room: &str, entries: &[(u64, LogRecord)]) -> Result<(), StoreError> {
         if self.skip_next_append.swap(false, Ordering::SeqCst) {
-            return Ok(());
+            // lose the batch's first record, keep the rest
+            return self.inner.append(room, entries.get(1..).unwrap_or_default());
         }
-        self.inner.append(room, seq, record)
+        self.inner.append(room, entries)
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()

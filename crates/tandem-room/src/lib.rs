@@ -72,8 +72,8 @@ pub fn persist_effects(store: &dyn DocStore, room: &str, fx: &Effects) -> Result
     if fx.append.is_empty() && fx.compact.is_none() {
         return Ok(false);
     }
-    for (seq, record) in &fx.append {
-        store.append(room, *seq, record)?;
+    if !fx.append.is_empty() {
+        store.append(room, &fx.append)?;
     }
     if let Some(snapshot) = &fx.compact {
         store.compact(room, snapshot)?;

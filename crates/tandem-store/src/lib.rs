@@ -11,7 +11,7 @@
 mod record;
 mod sled_store;
 
-pub use record::{LogEntry, LogRecord, Snapshot};
+pub use record::{LogEntry, LogRecord, Snapshot, decode_log_value, encode_log_chunk, log_value_len};
 pub use sled_store::{Durability, SledStore, StoreConfig};
 
 use thiserror::Error;
@@ -66,9 +66,10 @@ pub struct RoomStats {
 pub trait DocStore: Send + Sync + 'static {
     /// Reads a room's snapshot and remaining log. An unknown room is empty, not an error.
     fn load(&self, room: &str) -> Result<StoredRoom, StoreError>;
-    /// Appends one record at position `seq` (which the caller got from `load().next_seq` and
-    /// increments itself). Visible to `load` at once; durable after the next [`flush`](Self::flush).
-    fn append(&self, room: &str, seq: u64, record: &LogRecord) -> Result<(), StoreError>;
+    /// Appends records at their positions (which the caller got from `load().next_seq` and
+    /// increments itself), in increasing order. Visible to `load` at once; durable after the next
+    /// [`flush`](Self::flush). A run of consecutive positions may be stored as one value.
+    fn append(&self, room: &str, entries: &[(u64, LogRecord)]) -> Result<(), StoreError>;
     /// Makes every append and compaction so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Atomically stores `snapshot` and deletes the log entries it covers (`<= snapshot.seq`).

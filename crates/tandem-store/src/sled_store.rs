@@ -6,9 +6,13 @@
 //! |--------------------------------------------|--------------------|
 //! | `n` name                                   | empty (room index) |
 //! | `d` len:u16be name `s`                     | [`Snapshot`]       |
-//! | `d` len:u16be name `l` seq:u64be           | [`LogRecord`]      |
+//! | `d` len:u16be name `l` seq:u64be           | log chunk          |
 //!
-//! The length prefix keeps one room's keys from being a prefix of another's.
+//! The length prefix keeps one room's keys from being a prefix of another's. A log chunk holds
+//! the records of consecutive positions starting at the key's `seq` (one group-commit batch;
+//! see [`encode_log_chunk`]): one sled insert per batch instead of one per update, which is
+//! most of the append cost. Compaction deletes the chunks a snapshot covers entirely; entries
+//! of a chunk that straddles the snapshot position are skipped on reading.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -17,6 +21,7 @@ use std::sync::Mutex;
 use crate::record::{be_u64, corrupt};
 use crate::{
     DocStore, LogEntry, LogRecord, RoomStats, Snapshot, StoreError, StoredRoom, check_room_name,
+    decode_log_value, encode_log_chunk, log_value_len,
 };
 
 /// When appended data reaches disk.
@@ -133,23 +138,42 @@ impl SledStore {
         Ok(())
     }
 
+    /// The first position of a log key under `prefix`.
+    fn chunk_seq(room: &str, prefix: &[u8], key: &[u8]) -> Result<u64, StoreError> {
+        if key.len() != prefix.len() + 8 || !key.starts_with(prefix) {
+            return Err(corrupt(room, "malformed log key"));
+        }
+        Ok(be_u64(&key[prefix.len()..]))
+    }
+
     fn read_log(&self, room: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
-        let start = log_key(room, after.saturating_add(1));
         let prefix = log_prefix(room);
+        let first_wanted = after.saturating_add(1);
         let mut out = Vec::new();
-        for kv in self.db.range(start..) {
+        let take = |key: &[u8], value: &[u8], out: &mut Vec<LogEntry>| {
+            let seq = Self::chunk_seq(room, &prefix, key)?;
+            let entries =
+                decode_log_value(seq, value).map_err(|e| corrupt(room, format!("log {seq}: {e}")))?;
+            out.extend(entries.into_iter().filter(|e| e.seq > after));
+            Ok::<(), StoreError>(())
+        };
+        // The chunk holding `after + 1` may start before it.
+        let start = log_key(room, first_wanted);
+        if let Some(kv) = self.db.range(prefix.clone()..start.clone()).next_back() {
             let (k, v) = kv.map_err(io)?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
+            take(&k, &v, &mut out)?;
+        }
+        for kv in self.db.range(start..) {
+            if out.len() >= limit {
                 break;
             }
-            if k.len() != prefix.len() + 8 {
-                return Err(corrupt(room, "malformed log key"));
+            let (k, v) = kv.map_err(io)?;
+            if !k.starts_with(&prefix) {
+                break;
             }
-            let seq = be_u64(&k[prefix.len()..]);
-            let record =
-                LogRecord::decode(&v).map_err(|e| corrupt(room, format!("log {seq}: {e}")))?;
-            out.push(LogEntry { seq, record });
+            take(&k, &v, &mut out)?;
         }
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -177,12 +201,26 @@ impl DocStore for SledStore {
         })
     }
 
-    fn append(&self, room: &str, seq: u64, record: &LogRecord) -> Result<(), StoreError> {
+    fn append(&self, room: &str, entries: &[(u64, LogRecord)]) -> Result<(), StoreError> {
         check_room_name(room)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
         self.ensure_indexed(room)?;
-        self.db
-            .insert(log_key(room, seq), record.encode())
-            .map_err(io)?;
+        // One value per run of consecutive positions (normally the whole batch).
+        let mut rest = entries;
+        while let Some(&(first, _)) = rest.first() {
+            let run = rest
+                .iter()
+                .enumerate()
+                .take_while(|(i, (seq, _))| first.checked_add(*i as u64) == Some(*seq))
+                .count();
+            let (chunk, tail) = rest.split_at(run);
+            self.db
+                .insert(log_key(room, first), encode_log_chunk(chunk.iter().map(|(_, r)| r)))
+                .map_err(io)?;
+            rest = tail;
+        }
         Ok(())
     }
 
@@ -210,8 +248,13 @@ impl DocStore for SledStore {
         batch.insert(snapshot_key(room), snapshot.encode());
         let prefix = log_prefix(room);
         for kv in self.db.range(prefix.clone()..=log_key(room, snapshot.seq)) {
-            let (k, _) = kv.map_err(io)?;
-            batch.remove(k);
+            let (k, v) = kv.map_err(io)?;
+            let first = Self::chunk_seq(room, &prefix, &k)?;
+            let len = log_value_len(&v).map_err(|e| corrupt(room, format!("log {first}: {e}")))?;
+            // a chunk reaching past the snapshot stays until a later snapshot covers it
+            if first.saturating_add(len.saturating_sub(1)) <= snapshot.seq {
+                batch.remove(k);
+            }
         }
         self.db.apply_batch(batch).map_err(io)?;
         Ok(())
@@ -276,16 +319,24 @@ impl DocStore for SledStore {
         let mut last_value = None;
         for kv in self.db.scan_prefix(&prefix) {
             let (k, v) = kv.map_err(io)?;
+            let first = Self::chunk_seq(room, &prefix, &k)?;
+            let len = log_value_len(&v).map_err(|e| corrupt(room, format!("log {first}: {e}")))?;
+            let last = first.saturating_add(len.saturating_sub(1));
             stats.size_bytes += v.len() as u64;
-            stats.log_len += 1;
-            if k.len() == prefix.len() + 8 {
-                last_seq = last_seq.max(be_u64(&k[prefix.len()..]));
+            // entries a snapshot already covers (in a straddling chunk) do not count
+            let from = first.max(stats.snapshot_seq.saturating_add(1));
+            if last >= from {
+                stats.log_len += last - from + 1;
             }
-            last_value = Some(v);
+            last_seq = last_seq.max(last);
+            last_value = Some((first, v));
         }
-        if let Some(v) = last_value {
-            let r = LogRecord::decode(&v).map_err(|e| corrupt(room, format!("log: {e}")))?;
-            stats.last_change_ms = stats.last_change_ms.max(r.time_ms);
+        if let Some((first, v)) = last_value {
+            let entries =
+                decode_log_value(first, &v).map_err(|e| corrupt(room, format!("log: {e}")))?;
+            if let Some(e) = entries.last() {
+                stats.last_change_ms = stats.last_change_ms.max(e.record.time_ms);
+            }
         }
         stats.next_seq = last_seq + 1;
         Ok(Some(stats))
@@ -319,10 +370,11 @@ mod tests {
         {
             let s = open(dir.path());
             assert!(s.load("a").expect("load").is_empty());
-            for seq in 1..=5 {
-                s.append("a", seq, &rec(seq as u8)).expect("append");
-            }
-            s.append("ab", 1, &rec(100)).expect("append");
+            // 1..=2 as one chunk, 3..=5 as another (straddling the snapshot at 3)
+            s.append("a", &[(1, rec(1)), (2, rec(2))]).expect("append");
+            s.append("a", &[(3, rec(3)), (4, rec(4)), (5, rec(5))])
+                .expect("append");
+            s.append("ab", &[(1, rec(100))]).expect("append");
             s.compact(
                 "a",
                 &Snapshot {
@@ -353,10 +405,44 @@ mod tests {
     }
 
     #[test]
+    fn reads_start_inside_chunks_and_honour_limits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        let batch: Vec<(u64, LogRecord)> = (1..=4).map(|n| (n, rec(n as u8))).collect();
+        s.append("r", &batch).expect("append");
+        // a gap in positions splits the batch into two stored chunks
+        s.append("r", &[(5, rec(5)), (7, rec(7)), (8, rec(8))])
+            .expect("append");
+        let seqs = |v: Vec<LogEntry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.log_after("r", 0, 100).expect("log")), [1, 2, 3, 4, 5, 7, 8]);
+        assert_eq!(seqs(s.log_after("r", 2, 2).expect("log")), [3, 4]);
+        assert_eq!(seqs(s.log_after("r", 4, 100).expect("log")), [5, 7, 8]);
+        assert_eq!(seqs(s.log_after("r", 7, 100).expect("log")), [8]);
+        assert!(s.log_after("r", 8, 100).expect("log").is_empty());
+        assert_eq!(s.log_after("r", 1, 1).expect("log")[0].record, rec(2));
+        let snap = |seq| Snapshot {
+            seq,
+            time_ms: 0,
+            update: vec![],
+        };
+        s.compact("r", &snap(2)).expect("compact");
+        let st = s.stats("r").expect("stats").expect("exists");
+        assert_eq!((st.log_len, st.next_seq), (5, 9));
+        assert_eq!(seqs(s.load("r").expect("load").log), [3, 4, 5, 7, 8]);
+        s.compact("r", &snap(4)).expect("compact");
+        let st = s.stats("r").expect("stats").expect("exists");
+        assert_eq!((st.log_len, st.next_seq, st.last_change_ms), (3, 9, 8));
+        assert_eq!(s.load("r").expect("load").next_seq, 9);
+        s.compact("r", &snap(8)).expect("compact");
+        assert_eq!(s.stats("r").expect("stats").expect("exists").log_len, 0);
+        assert_eq!(s.load("r").expect("load").next_seq, 9);
+    }
+
+    #[test]
     fn next_seq_survives_full_compaction() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = open(dir.path());
-        s.append("r", 1, &rec(1)).expect("append");
+        s.append("r", &[(1, rec(1))]).expect("append");
         s.compact(
             "r",
             &Snapshot {
@@ -373,7 +459,7 @@ mod tests {
     fn corrupt_record_is_reported_not_returned() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = open(dir.path());
-        s.append("r", 1, &rec(1)).expect("append");
+        s.append("r", &[(1, rec(1))]).expect("append");
         s.db.insert(log_key("r", 2), &[7u8, 1][..])
             .expect("raw insert");
         assert!(matches!(s.load("r"), Err(StoreError::Corrupt { .. })));
