@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use tandem_protocol::{
     AuthMessage, Message, SyncMessage, UpdateInfo, UpdateLimits, decode_frame, encode_auth_denied,
     encode_state_vector, encode_sync_step1, encode_sync_step2, encode_update, validate_update_v1,
@@ -77,15 +79,25 @@ pub struct Room {
     next_seq: u64,
     entries_since_snapshot: u64,
     bytes_since_snapshot: u64,
+    /// The document as one v1 update, while it is still exactly what was loaded from a single
+    /// stored update (a snapshot, or a lone log entry): a peer syncing from nothing gets these
+    /// bytes instead of a full re-encode. Dropped at the first change.
+    pristine: Option<Bytes>,
 }
 
-fn apply_guarded(doc: &Doc, bytes: &[u8]) -> Result<Vec<u8>, PeerError> {
+/// Applies a v1 update behind `catch_unwind`; with `want_delta`, returns what it changed as a
+/// v1 update (the bytes to log and broadcast), otherwise an empty vector.
+fn apply_guarded(doc: &Doc, bytes: &[u8], want_delta: bool) -> Result<Vec<u8>, PeerError> {
     let result = catch_unwind(AssertUnwindSafe(|| {
         let update = Update::decode_v1(bytes).map_err(|e| PeerError::Rejected(e.to_string()))?;
         let mut txn = doc.transact_mut();
         txn.apply_update(update)
             .map_err(|e| PeerError::Rejected(e.to_string()))?;
-        Ok(txn.encode_update_v1())
+        Ok(if want_delta {
+            txn.encode_update_v1()
+        } else {
+            Vec::new()
+        })
     }));
     result.unwrap_or(Err(PeerError::Panicked))
 }
@@ -100,6 +112,7 @@ impl Room {
             next_seq: 1,
             entries_since_snapshot: 0,
             bytes_since_snapshot: 0,
+            pristine: None,
         }
     }
 
@@ -118,7 +131,9 @@ impl Room {
         let apply = |what: String, bytes: &[u8]| -> Result<(), RoomError> {
             validate_update_v1(bytes, &limits)
                 .map_err(|e| RoomError::Corrupt(format!("{what}: {e}")))?;
-            apply_guarded(&doc, bytes).map_err(|e| RoomError::Corrupt(format!("{what}: {e}")))?;
+            // loading re-applies what was logged: nothing to log or broadcast, so no delta
+            apply_guarded(&doc, bytes, false)
+                .map_err(|e| RoomError::Corrupt(format!("{what}: {e}")))?;
             Ok(())
         };
         if let Some(s) = &stored.snapshot {
@@ -127,9 +142,15 @@ impl Room {
         for entry in &stored.log {
             apply(format!("log entry {}", entry.seq), &entry.record.update)?;
         }
-        if doc.transact().has_missing_updates() {
+        let complete = !doc.transact().has_missing_updates();
+        if !complete {
             tracing::warn!("stored room has updates with missing dependencies");
         }
+        self.pristine = match (&stored.snapshot, stored.log.as_slice()) {
+            (Some(s), []) if complete => Some(Bytes::from(s.update.clone())),
+            (None, [only]) if complete => Some(Bytes::from(only.record.update.clone())),
+            _ => None,
+        };
         self.doc = doc;
         self.next_seq = stored.next_seq.max(1);
         self.entries_since_snapshot = stored.log.len() as u64;
@@ -266,8 +287,11 @@ impl Room {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
                 let sv = StateVector::decode_v1(&encode_state_vector(sv))
                     .map_err(|e| PeerError::Rejected(e.to_string()))?;
-                let diff = self.doc.transact().encode_diff_v1(&sv);
-                fx.send(Target::Peer(peer), encode_sync_step2(&diff));
+                let diff = match &self.pristine {
+                    Some(state) if sv.is_empty() => encode_sync_step2(state),
+                    _ => encode_sync_step2(&self.doc.transact().encode_diff_v1(&sv)),
+                };
+                fx.send(Target::Peer(peer), diff);
                 Ok(())
             }
             Message::Sync(SyncMessage::SyncStep2(update)) => {
@@ -361,10 +385,11 @@ impl Room {
         now_ms: u64,
         fx: &mut Effects,
     ) -> Result<(), PeerError> {
-        let delta = apply_guarded(&self.doc, update)?;
+        let delta = apply_guarded(&self.doc, update, true)?;
         if delta == EMPTY_UPDATE {
             return Ok(());
         }
+        self.pristine = None;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.entries_since_snapshot += 1;
@@ -553,6 +578,56 @@ mod tests {
             assert!(fx.append.is_empty());
         }
         assert_eq!(text_of(room.doc()), "keep");
+    }
+
+    /// The SyncStep2 a fresh peer (empty state vector) gets from `room`.
+    fn full_sync_reply(room: &mut Room, peer: PeerId) -> Vec<u8> {
+        room.connect(peer, PeerInfo::default());
+        let (fx, err) = room.handle(peer, &encode_sync_step1(&[0]), 0);
+        assert!(err.is_none());
+        match decode_frame(&fx.sends[0].frame).expect("frame")[0] {
+            M::Sync(SyncMessage::SyncStep2(u)) => u.to_vec(),
+            ref other => panic!("expected SyncStep2, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_room_loaded_from_one_stored_update_serves_it_until_it_changes() {
+        let (_, stored_update) = text_update(4, "stored");
+        let stored = StoredRoom {
+            snapshot: Some(Snapshot {
+                seq: 3,
+                time_ms: 0,
+                update: stored_update.clone(),
+            }),
+            log: vec![],
+            next_seq: 4,
+        };
+        let mut room = Room::load(&stored, RoomConfig::default()).expect("load");
+        assert_eq!(full_sync_reply(&mut room, 1), stored_update);
+        let (_, more) = text_update(5, "more");
+        let (fx, err) = room.handle(1, &encode_update(&more), 1);
+        assert!(err.is_none() && fx.append.len() == 1);
+        let reply = full_sync_reply(&mut room, 2);
+        assert_ne!(reply, stored_update);
+        let fresh = Doc::new();
+        fresh
+            .transact_mut()
+            .apply_update(Update::decode_v1(&reply).expect("decode"))
+            .expect("apply");
+        assert_eq!(text_of(&fresh).len(), "storedmore".len());
+        // a snapshot followed by log entries is re-encoded, never served partially
+        let mut with_log = stored.clone();
+        with_log.log.push(LogEntry {
+            seq: 4,
+            record: LogRecord {
+                time_ms: 0,
+                author: "a".into(),
+                update: more,
+            },
+        });
+        let mut room = Room::load(&with_log, RoomConfig::default()).expect("load");
+        assert_eq!(full_sync_reply(&mut room, 1), reply);
     }
 
     #[test]

@@ -492,11 +492,12 @@ async fn room_task(
     mut rx: mpsc::Receiver<RoomCmd>,
     peer_gauge: Arc<AtomicUsize>,
 ) {
+    let load_start = Instant::now();
     let mut room = match load_room(&hub, &name).await {
         Ok(room) => room,
         Err(reason) => return refuse_all(&hub, &name, generation, rx, reason).await,
     };
-    tracing::debug!(room = %name, "room loaded");
+    tracing::debug!(room = %name, ms = load_start.elapsed().as_secs_f64() * 1e3, "room loaded");
     let mut host = Host {
         hub: hub.clone(),
         name: name.clone(),
