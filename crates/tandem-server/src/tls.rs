@@ -56,9 +56,25 @@ pub enum TlsError {
 }
 
 /// A server-side TLS configuration (certificate chain + private key); cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsConfig {
     inner: Arc<rustls::ServerConfig>,
+}
+
+/// Names the protocols only: the server config is printed with `ServerConfig`, and key
+/// material has no business in logs.
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let alpn: Vec<_> = self
+            .inner
+            .alpn_protocols
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        f.debug_struct("TlsConfig")
+            .field("alpn", &alpn)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TlsConfig {
