@@ -136,7 +136,7 @@ impl TlsConfig {
     }
 }
 
-/// Serves `routes` over TLS until `stop` resolves; then stops accepting, abandons handshakes
+/// Serves the hub's routes over TLS until `stop` resolves; then stops accepting, abandons handshakes
 /// in progress, asks open HTTP connections to finish, and returns once they have. (Upgraded
 /// WebSockets are no longer HTTP connections: the hub closes them.)
 pub(crate) async fn serve(
