@@ -136,9 +136,9 @@ impl TlsConfig {
     }
 }
 
-/// Serves the hub's routes over TLS until `stop` resolves; then stops accepting, abandons handshakes
-/// in progress, asks open HTTP connections to finish, and returns once they have. (Upgraded
-/// WebSockets are no longer HTTP connections: the hub closes them.)
+/// Serves the hub's routes over TLS until `stop` resolves; then stops accepting, abandons
+/// handshakes in progress, asks open HTTP connections to finish, and returns once they have.
+/// (Upgraded WebSockets are no longer HTTP connections: the hub closes them.)
 pub(crate) async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
