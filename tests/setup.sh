@@ -13,6 +13,15 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium
 fi
 
+# The TLS interop and browser tests make a throwaway self-signed certificate with the openssl CLI
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "== installing openssl (Debian package)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends openssl
+fi
+
 if ! command -v node >/dev/null 2>&1; then
   echo "node is required for the interop and browser suites" >&2
   exit 1

@@ -16,6 +16,7 @@ export function tempDataDir () {
 
 /**
  * Starts `tandem serve` on 127.0.0.1:0; resolves to { url, wsUrl, port, proc, stop, kill }.
+ * With `--tls-cert`/`--tls-key` in `extraArgs` the urls are https:// and wss://.
  * `listen` picks the address instead (e.g. the port of a stopped server, to restart it where
  * open pages will reconnect).
  */
@@ -30,7 +31,7 @@ export async function startServer (dataDir, extraArgs = [], { listen = '127.0.0.
     rl.once('line', l => { rl.close(); resolve(l) })
     proc.once('exit', code => reject(new Error(`tandem exited with ${code} before listening`)))
   })
-  const m = /^listening on (http:\/\/\S+)$/.exec(line)
+  const m = /^listening on (https?:\/\/\S+)$/.exec(line)
   if (!m) throw new Error(`unexpected first line: ${line}`)
   const url = m[1]
   return {

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub auth: Option<crate::auth::AuthConfig>,
     /// Browser origins allowed to open WebSockets (empty: any). Checked before the upgrade.
     pub allowed_origins: Vec<String>,
+    /// Serve HTTPS/WSS with this certificate and key instead of plain HTTP/WS.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             room: RoomConfig::default(),
             auth: None,
             allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod hub;
 pub mod json;
 pub mod metrics;
 mod routes;
+pub mod tls;
 mod upgrade;
 mod ws;
 
@@ -27,7 +28,7 @@ pub use routes::room_from_path;
 use tandem_store::DocStore;
 use tokio::net::TcpListener;
 
-/// Serves until `shutdown` resolves, then stops accepting, flushes every room, closes every
+/// Serves (over TLS when `config.tls` is set) until `shutdown` resolves, then stops accepting, flushes every room, closes every
 /// socket with 1001 and returns.
 pub async fn run(
     listener: TcpListener,
@@ -51,12 +52,18 @@ pub async fn serve(
         tracing::warn!(error = %e, "could not disable Nagle's algorithm on the listener");
     }
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(routes::routes(hub.clone()))
-        .incoming(listener)
-        .graceful(async {
-            let _ = stopped.await;
-        });
-    let server = tokio::spawn(server.run());
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let server = match hub.config.tls.clone() {
+        None => tokio::spawn(
+            warp::serve(routes::routes(hub.clone()))
+                .incoming(listener)
+                .graceful(stopped)
+                .run(),
+        ),
+        Some(tls) => tokio::spawn(tls::serve(listener, hub.clone(), tls, stopped)),
+    };
     shutdown.await;
     tracing::info!("shutting down: closing rooms");
     let _ = stop_accepting.send(());

@@ -29,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: y-websocket rooms at ws://ADDR/<room>, the demo at http://ADDR/.
+    /// Run the server: y-websocket rooms at ws://ADDR/<room>, the demo at http://ADDR/
+    /// (wss:// and https:// with --tls-cert and --tls-key).
     Serve(ServeArgs),
     /// Load-test a y-websocket server (Tandem or a peer): fanout, saturate, ingest, coldload,
     /// connections. Prints a table, then one JSON line.
@@ -179,6 +180,13 @@ struct ServeArgs {
     /// Comma-separated browser origins allowed to open WebSockets (default: any).
     #[arg(long, value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// PEM certificate chain (leaf first): serve HTTPS and WSS instead of HTTP and WS.
+    /// Needs --tls-key.
+    #[arg(long, env = "TANDEM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of --tls-cert. Needs --tls-cert.
+    #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -293,6 +301,15 @@ fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // before the store opens: a bad certificate or key fails startup without touching the data
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            tandem_server::tls::TlsConfig::from_pem_files(cert, key)
+                .context("loading the TLS certificate and key")?,
+        ),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
+    };
     let durability = match args.durability {
         DurabilityMode::Sync => Durability::Sync,
         DurabilityMode::Async => Durability::Async {
@@ -327,6 +344,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              (set --auth-secret or TANDEM_AUTH_SECRET)"
         ),
     }
+    config.tls = tls;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -334,10 +357,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}").context("writing to stdout")?;
+        writeln!(out, "listening on {scheme}://{addr}").context("writing to stdout")?;
         out.flush().context("flushing stdout")?;
     }
-    tracing::info!(%addr, data = %args.data.display(), durability = ?durability, "tandem serving");
+    tracing::info!(%addr, scheme, data = %args.data.display(), durability = ?durability, "tandem serving");
     tandem_server::run(listener, Arc::new(store), config, shutdown_signal()).await;
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! - `api.rs` — the HTTP API and the SSE change feed (`http.rs` is their raw HTTP/1.1 client);
 //! - `auth.rs` — tokens on WebSockets and the API, read-only peers, allowed origins;
 //! - `metrics.rs` — `GET /metrics` before and after real traffic, and its auth;
+//! - `tls.rs` — HTTPS and WSS with a test-made self-signed certificate, bad TLS clients, bad
+//!   certificate and key files;
 //! - `common.rs` — the server fixture and a y-websocket-speaking yrs client (no tests).
 
 mod api;
@@ -20,3 +22,4 @@ mod flow;
 mod http;
 mod metrics;
 mod sync;
+mod tls;

@@ -6,6 +6,7 @@
 //! - `cli.rs` — command line, startup line, signals, HTTP-level refusals;
 //! - `bench.rs` — smoke runs of every `tandem bench` workload against the real server;
 //! - `fuzz.rs` — `tandem fuzz`: a live run, sabotage exit code, replay;
+//! - `tls.rs` — `--tls-cert`/`--tls-key`: the https startup line, HTTPS, startup errors;
 //! - `server.rs` — the child-process fixture and a minimal protocol client (no tests).
 
 mod bench;
@@ -13,3 +14,4 @@ mod cli;
 mod crash;
 mod fuzz;
 mod server;
+mod tls;

@@ -16,6 +16,8 @@ pub fn binary() -> String {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The startup line, e.g. `listening on http://127.0.0.1:43210`.
+    pub first_line: String,
 }
 
 impl Server {
@@ -34,13 +36,19 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the first stdout line");
+        let line = line.trim();
         let addr = line
-            .trim()
             .strip_prefix("listening on http://")
+            .or_else(|| line.strip_prefix("listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("address");
-        Server { child, addr }
+        let first_line = line.to_owned();
+        Server {
+            child,
+            addr,
+            first_line,
+        }
     }
 
     pub fn url(&self, room: &str) -> String {

@@ -1,0 +1,101 @@
+// Stock y-websocket clients over wss:// against `tandem serve --tls-cert --tls-key`, with a
+// self-signed certificate made by the openssl CLI for this run. The clients trust exactly that
+// certificate (the `ws` polyfill gets it as `ca`); certificate checks stay on.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import https from 'node:https'
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import WebSocket from 'ws'
+import { startServer, tempDataDir, removeDir, waitFor } from '../lib/server.mjs'
+
+function selfSigned (dir) {
+  const cert = join(dir, 'cert.pem')
+  const key = join(dir, 'key.pem')
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'
+  ], { stdio: ['ignore', 'ignore', 'pipe'] })
+  return { cert, key, ca: readFileSync(cert) }
+}
+
+/** A `ws` WebSocket that trusts `ca`, in the shape y-websocket's WebSocketPolyfill expects. */
+const trusting = (ca) => class extends WebSocket {
+  constructor (url, protocols) { super(url, protocols, { ca }) }
+}
+
+function client (wsUrl, room, WS) {
+  const doc = new Y.Doc()
+  const provider = new WebsocketProvider(wsUrl, room, doc, { WebSocketPolyfill: WS, disableBc: true })
+  return { doc, provider }
+}
+
+const synced = ({ provider }) => provider.synced
+  ? Promise.resolve()
+  : new Promise(resolve => provider.once('sync', s => s && resolve()))
+
+function httpsGet (url, ca) {
+  return new Promise((resolve, reject) => {
+    https.get(url, { ca }, res => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', d => { body += d })
+      res.on('end', () => resolve({ status: res.statusCode, body }))
+    }).on('error', reject)
+  })
+}
+
+test('stock y-websocket clients sync over wss:// with the certificate trusted', async () => {
+  const dir = tempDataDir()
+  const tls = selfSigned(dir)
+  const server = await startServer(join(dir, 'data'), ['--tls-cert', tls.cert, '--tls-key', tls.key])
+  const WS = trusting(tls.ca)
+  const clients = [client(server.wsUrl, 'secure', WS), client(server.wsUrl, 'secure', WS)]
+  try {
+    assert.match(server.url, /^https:\/\//)
+    assert.match(server.wsUrl, /^wss:\/\//)
+    assert.deepEqual(await httpsGet(`${server.url}/healthz`, tls.ca), { status: 200, body: 'ok' })
+
+    await Promise.all(clients.map(synced))
+    clients[0].doc.getText('text').insert(0, 'sent over wss')
+    clients[1].doc.getMap('map').set('from', 'the other client')
+    await waitFor('both edits on both clients', () => clients.every(c =>
+      c.doc.getText('text').toString() === 'sent over wss' &&
+      c.doc.getMap('map').get('from') === 'the other client'
+    ), clients.map(c => c.doc))
+
+    // a late joiner gets the stored state over wss too
+    const late = client(server.wsUrl, 'secure', WS)
+    clients.push(late)
+    await synced(late)
+    assert.equal(late.doc.getText('text').toString(), 'sent over wss')
+  } finally {
+    for (const c of clients) { c.provider.destroy(); c.doc.destroy() }
+    const { code } = await server.stop()
+    assert.equal(code, 0)
+    removeDir(dir)
+  }
+})
+
+test('a client that does not trust the certificate cannot connect', async () => {
+  const dir = tempDataDir()
+  const tls = selfSigned(dir)
+  const server = await startServer(join(dir, 'data'), ['--tls-cert', tls.cert, '--tls-key', tls.key])
+  const doubter = client(server.wsUrl, 'secure', WebSocket)
+  try {
+    const [event] = await new Promise(resolve => doubter.provider.once('connection-error', (...args) => resolve(args)))
+    assert.ok(event, 'connection-error carries the failure')
+    assert.equal(doubter.provider.synced, false)
+    // the server is unharmed: a trusting client still gets through
+    assert.deepEqual(await httpsGet(`${server.url}/healthz`, tls.ca), { status: 200, body: 'ok' })
+  } finally {
+    doubter.provider.destroy()
+    doubter.doc.destroy()
+    await server.stop()
+    removeDir(dir)
+  }
+})
