@@ -13,7 +13,7 @@ mod awareness;
 mod room;
 
 pub use awareness::AwarenessTable;
-pub use room::{PeerInfo, Room, RoomConfig};
+pub use room::{PeerInfo, Prefetch, Room, RoomConfig};
 
 use bytes::Bytes;
 use tandem_store::{DocStore, LogRecord, Snapshot, StoreError};

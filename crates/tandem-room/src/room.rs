@@ -102,6 +102,45 @@ fn apply_guarded(doc: &Doc, bytes: &[u8], want_delta: bool) -> Result<Vec<u8>, P
     result.unwrap_or(Err(PeerError::Panicked))
 }
 
+/// The stored state as one v1 update, when storage holds exactly one (a snapshot with no log
+/// after it, or a lone log entry): then those bytes are the whole document.
+fn single_update(stored: &StoredRoom) -> Option<&[u8]> {
+    match (&stored.snapshot, stored.log.as_slice()) {
+        (Some(s), []) => Some(&s.update),
+        (None, [only]) => Some(&only.record.update),
+        _ => None,
+    }
+}
+
+/// Answers peers that sync from nothing while a room's document is still being rebuilt from
+/// storage: when storage holds the whole state as one update, that update *is* the reply to a
+/// SyncStep1 with an empty state vector, so a cold room's first readers need not wait for the
+/// decode (and the full re-encode) of a large document.
+#[derive(Debug, Clone)]
+pub struct Prefetch {
+    reply: Bytes,
+}
+
+impl Prefetch {
+    /// `None` unless storage holds the room's state as exactly one update.
+    pub fn new(stored: &StoredRoom) -> Option<Self> {
+        single_update(stored).map(|u| Prefetch {
+            reply: Bytes::from(encode_sync_step2(u)),
+        })
+    }
+
+    /// The SyncStep2 to send back if `frame` is a lone SyncStep1 with an empty state vector;
+    /// `None` for anything else (which must wait for the rebuilt room).
+    pub fn answer(&self, frame: &[u8]) -> Option<Bytes> {
+        match decode_frame(frame).ok()?.as_slice() {
+            [Message::Sync(SyncMessage::SyncStep1(sv))] if sv.is_empty() => {
+                Some(self.reply.clone())
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Room {
     pub fn new(config: RoomConfig) -> Self {
         Room {
@@ -146,11 +185,9 @@ impl Room {
         if !complete {
             tracing::warn!("stored room has updates with missing dependencies");
         }
-        self.pristine = match (&stored.snapshot, stored.log.as_slice()) {
-            (Some(s), []) if complete => Some(Bytes::from(s.update.clone())),
-            (None, [only]) if complete => Some(Bytes::from(only.record.update.clone())),
-            _ => None,
-        };
+        self.pristine = single_update(stored)
+            .filter(|_| complete)
+            .map(Bytes::copy_from_slice);
         self.doc = doc;
         self.next_seq = stored.next_seq.max(1);
         self.entries_since_snapshot = stored.log.len() as u64;
@@ -628,6 +665,43 @@ mod tests {
         });
         let mut room = Room::load(&with_log, RoomConfig::default()).expect("load");
         assert_eq!(full_sync_reply(&mut room, 1), reply);
+    }
+
+    #[test]
+    fn prefetch_answers_only_an_empty_sync_step1_and_only_for_a_single_stored_update() {
+        let (_, update) = text_update(4, "cold");
+        let one = StoredRoom {
+            snapshot: None,
+            log: vec![LogEntry {
+                seq: 1,
+                record: LogRecord {
+                    time_ms: 0,
+                    author: "a".into(),
+                    update: update.clone(),
+                },
+            }],
+            next_seq: 2,
+        };
+        let p = Prefetch::new(&one).expect("single update");
+        let reply = p.answer(&encode_sync_step1(&[0])).expect("answered");
+        let mut room = Room::load(&one, RoomConfig::default()).expect("load");
+        assert_eq!(
+            reply.as_ref(),
+            encode_sync_step2(&full_sync_reply(&mut room, 1))
+        );
+        assert_eq!(full_sync_reply(&mut room, 2), update);
+        // a peer that already has something, or any other message, must wait for the room
+        let sv = Doc::with_client_id(4).transact().state_vector();
+        let (doc, _) = text_update(4, "x");
+        let nonempty = doc.transact().state_vector().encode_v1();
+        assert_ne!(nonempty, sv.encode_v1());
+        assert!(p.answer(&encode_sync_step1(&nonempty)).is_none());
+        assert!(p.answer(&encode_update(&update)).is_none());
+        assert!(p.answer(&[0xff]).is_none());
+        let mut two = one.clone();
+        two.log.push(two.log[0].clone());
+        assert!(Prefetch::new(&two).is_none());
+        assert!(Prefetch::new(&StoredRoom::default()).is_none());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tandem_room::{Effects, PeerError, PeerId, PeerInfo, Room, Target, close};
-use tandem_store::{DocStore, Durability, LogEntry};
+use tandem_room::{Effects, PeerError, PeerId, PeerInfo, Prefetch, Room, Target, close};
+use tandem_store::{DocStore, Durability, LogEntry, StoredRoom};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
@@ -443,14 +443,93 @@ impl Host {
     }
 }
 
-async fn load_room(hub: &Hub, name: &str) -> Result<Room, String> {
+/// Reads a room's stored state off the reactor.
+async fn read_room(hub: &Hub, name: &str) -> Result<StoredRoom, String> {
     let store = hub.store.clone();
     let n = name.to_owned();
-    let stored = tokio::task::spawn_blocking(move || store.load(&n))
+    tokio::task::spawn_blocking(move || store.load(&n))
         .await
         .map_err(|e| format!("load task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
-    Room::load(&stored, hub.config.room.clone()).map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Rebuilds the room from its stored state on the blocking pool: decoding and integrating a
+/// large document takes tens of milliseconds, too long to hold a reactor thread.
+fn build_room(hub: &Hub, stored: StoredRoom) -> tokio::task::JoinHandle<Result<Room, String>> {
+    let config = hub.config.room.clone();
+    tokio::task::spawn_blocking(move || Room::load(&stored, config).map_err(|e| e.to_string()))
+}
+
+async fn built(build: tokio::task::JoinHandle<Result<Room, String>>) -> Result<Room, String> {
+    build
+        .await
+        .map_err(|e| format!("room rebuild failed: {e}"))?
+}
+
+/// What arrived while a room's document was being rebuilt.
+#[derive(Default)]
+struct WarmUp {
+    /// Peers whose join was acknowledged; the room connects them once it is built.
+    joined: Vec<(PeerId, PeerInfo, PeerConn)>,
+    /// Every other command, in arrival order, for the built room.
+    deferred: Vec<RoomCmd>,
+}
+
+/// Serves a cold room's first readers from its stored state while the document is rebuilt:
+/// joins are acknowledged at once, and a joined peer's opening SyncStep1 from nothing is
+/// answered with the stored update ([`Prefetch`]). Everything else waits, in order, for the
+/// built room (a peer's later frames too, once one of its frames had to wait).
+async fn warm_up(
+    prefetch: &Prefetch,
+    build: tokio::task::JoinHandle<Result<Room, String>>,
+    rx: &mut mpsc::Receiver<RoomCmd>,
+) -> (Result<Room, String>, WarmUp) {
+    let mut early = WarmUp::default();
+    let mut waiting: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
+    let mut build = std::pin::pin!(built(build));
+    loop {
+        tokio::select! {
+            biased;
+            room = &mut build => return (room, early),
+            cmd = rx.recv() => match cmd {
+                None => return ((&mut build).await, early),
+                Some(RoomCmd::Join { peer, info, conn, ready }) => {
+                    if ready.send(Ok(())).is_ok() {
+                        early.joined.push((peer, info, conn));
+                    }
+                }
+                Some(RoomCmd::Frame { peer, frame }) => {
+                    let conn = early.joined.iter().find(|(p, ..)| *p == peer).map(|j| &j.2);
+                    let answered = !waiting.contains(&peer)
+                        && conn.zip(prefetch.answer(&frame)).is_some_and(|(conn, reply)| {
+                            conn.frames.try_send(reply).is_ok()
+                        });
+                    if !answered {
+                        waiting.insert(peer);
+                        early.deferred.push(RoomCmd::Frame { peer, frame });
+                    }
+                }
+                Some(other) => early.deferred.push(other),
+            },
+        }
+    }
+}
+
+/// Answers a command with the room's load failure.
+fn refuse(cmd: RoomCmd, reason: &str) {
+    match cmd {
+        RoomCmd::Join { ready, .. } => {
+            let _ = ready.send(Err(format!("room unavailable: {reason}")));
+        }
+        RoomCmd::ApplyExternal { reply, .. } => {
+            let _ = reply.send(Err(ApplyError::Unavailable(reason.to_owned())));
+        }
+        RoomCmd::Inspect(f) => f(Err(reason)),
+        RoomCmd::Frame { .. }
+        | RoomCmd::Leave { .. }
+        | RoomCmd::CloseAll(_)
+        | RoomCmd::Shutdown => {}
+    }
 }
 
 /// Answers every command with the load failure until the queue is empty, then exits so a later
@@ -461,23 +540,21 @@ async fn refuse_all(
     generation: u64,
     mut rx: mpsc::Receiver<RoomCmd>,
     reason: String,
+    early: WarmUp,
 ) {
     tracing::error!(room = %name, %reason, "room cannot be loaded");
+    for (_, _, conn) in early.joined {
+        let _ = conn.close.send((
+            close::ROOM_UNAVAILABLE,
+            format!("room unavailable: {reason}"),
+        ));
+    }
+    for cmd in early.deferred {
+        refuse(cmd, &reason);
+    }
     loop {
         while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                RoomCmd::Join { ready, .. } => {
-                    let _ = ready.send(Err(format!("room unavailable: {reason}")));
-                }
-                RoomCmd::ApplyExternal { reply, .. } => {
-                    let _ = reply.send(Err(ApplyError::Unavailable(reason.clone())));
-                }
-                RoomCmd::Inspect(f) => f(Err(&reason)),
-                RoomCmd::Frame { .. }
-                | RoomCmd::Leave { .. }
-                | RoomCmd::CloseAll(_)
-                | RoomCmd::Shutdown => {}
-            }
+            refuse(cmd, &reason);
         }
         if hub.unregister(name, generation, &rx) {
             return;
@@ -493,39 +570,67 @@ async fn room_task(
     peer_gauge: Arc<AtomicUsize>,
 ) {
     let load_start = Instant::now();
-    let mut room = match load_room(&hub, &name).await {
-        Ok(room) => room,
-        Err(reason) => return refuse_all(&hub, &name, generation, rx, reason).await,
+    let stored = match read_room(&hub, &name).await {
+        Ok(stored) => stored,
+        Err(reason) => {
+            return refuse_all(&hub, &name, generation, rx, reason, WarmUp::default()).await;
+        }
     };
-    tracing::debug!(room = %name, ms = load_start.elapsed().as_secs_f64() * 1e3, "room loaded");
+    let read_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    let prefetch = Prefetch::new(&stored);
+    let build = build_room(&hub, stored);
+    let (room, early) = match &prefetch {
+        Some(prefetch) => warm_up(prefetch, build, &mut rx).await,
+        None => (built(build).await, WarmUp::default()),
+    };
+    let mut room = match room {
+        Ok(room) => room,
+        Err(reason) => return refuse_all(&hub, &name, generation, rx, reason, early).await,
+    };
+    tracing::debug!(
+        room = %name,
+        read_ms,
+        ms = load_start.elapsed().as_secs_f64() * 1e3,
+        early_peers = early.joined.len(),
+        "room loaded"
+    );
     let mut host = Host {
         hub: hub.clone(),
         name: name.clone(),
         peers: HashMap::new(),
     };
+    let mut fx = Effects::default();
+    for (peer, info, conn) in early.joined {
+        host.peers.insert(peer, conn);
+        merge(&mut fx, room.connect(peer, info));
+    }
+    host.deliver(&mut room, fx.sends);
     let mut tick = tokio::time::interval(hub.config.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since = Instant::now();
-    let mut batch = Vec::with_capacity(64);
+    // Commands that waited for the rebuild are the first batch.
+    let mut batch = early.deferred;
     'run: loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, 256) => {
-                if n == 0 {
-                    break 'run;
+        if batch.is_empty() {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 256) => {
+                    if n == 0 {
+                        break 'run;
+                    }
                 }
-            }
-            _ = tick.tick() => {
-                let fx = room.tick(now_ms());
-                host.deliver(&mut room, fx.sends);
-                peer_gauge.store(host.peers.len(), Ordering::Relaxed);
-                if host.peers.is_empty()
-                    && idle_since.elapsed() >= hub.config.idle_unload
-                    && hub.unregister(&name, generation, &rx)
-                {
-                    tracing::debug!(room = %name, "unloading idle room");
-                    break 'run;
+                _ = tick.tick() => {
+                    let fx = room.tick(now_ms());
+                    host.deliver(&mut room, fx.sends);
+                    peer_gauge.store(host.peers.len(), Ordering::Relaxed);
+                    if host.peers.is_empty()
+                        && idle_since.elapsed() >= hub.config.idle_unload
+                        && hub.unregister(&name, generation, &rx)
+                    {
+                        tracing::debug!(room = %name, "unloading idle room");
+                        break 'run;
+                    }
+                    continue;
                 }
-                continue;
             }
         }
         let batch_start = Instant::now();
