@@ -9,6 +9,7 @@
 # Knobs (environment):
 #   SERVERS="tandem y-websocket hocuspocus y-sweet"   which servers to run
 #   FANOUT_SECS=10  SAT_STEP_SECS=4  SAT_MAX_STEPS=8  INGEST_OPS=  (empty = whole trace)
+#   INGEST_MAX_SECS=300  a server still pushing the trace after this long is reported as such
 #   COLD_REPEAT=3   CONN_CLIENTS=1000   TRACES=<dir>   OUT=BENCHMARKS.md   PEERS_DIR=bench/.peers
 #   QUICK=1         tiny sizes, to check the script itself (minutes → seconds)
 set -euo pipefail
@@ -22,6 +23,7 @@ FANOUT_SECS="${FANOUT_SECS:-10}"
 SAT_STEP_SECS="${SAT_STEP_SECS:-4}"
 SAT_MAX_STEPS="${SAT_MAX_STEPS:-8}"
 INGEST_OPS="${INGEST_OPS:-}"
+INGEST_MAX_SECS="${INGEST_MAX_SECS:-300}"
 COLD_REPEAT="${COLD_REPEAT:-3}"
 CONN_CLIENTS="${CONN_CLIENTS:-1000}"
 if [[ "${QUICK:-}" == 1 ]]; then
@@ -116,7 +118,8 @@ main() {
     mv "$results/$s.fanout.json" "$results/$s.fanout-100x5.json"
     run saturate --rooms 10 --clients 10 --start-hz 2 --factor 1.5 \
       --step-secs "$SAT_STEP_SECS" --max-steps "$SAT_MAX_STEPS"
-    if [[ -n "$INGEST_OPS" ]]; then run ingest --ops "$INGEST_OPS"; else run ingest; fi
+    if [[ -n "$INGEST_OPS" ]]; then run ingest --ops "$INGEST_OPS" --max-secs "$INGEST_MAX_SECS"
+    else run ingest --max-secs "$INGEST_MAX_SECS"; fi
     run coldload --repeat "$COLD_REPEAT"
     run connections --clients "$CONN_CLIENTS"
   done

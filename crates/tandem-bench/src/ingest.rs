@@ -34,6 +34,9 @@ pub struct IngestArgs {
     /// Skip the restart even when the server is managed.
     #[arg(long)]
     pub no_restart: bool,
+    /// Give up (an error naming how far the push got) once pushing has taken this long.
+    #[arg(long)]
+    pub max_secs: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -128,7 +131,18 @@ pub async fn run(
     let limits = UpdateLimits::default();
     let all = updates.iter().chain(std::iter::once(&sentinel));
     let mut all = all.peekable();
+    let mut pushed = 0usize;
     while let Some(u) = all.peek() {
+        if let Some(max) = a.max_secs
+            && t0.elapsed().as_secs_f64() > max
+        {
+            let secs = t0.elapsed().as_secs_f64();
+            return Err(BenchError::Timeout(format!(
+                "gave up after {secs:.0} s (--max-secs): {pushed} of {} updates pushed, {:.0} updates/s",
+                updates.len(),
+                pushed as f64 / secs
+            )));
+        }
         let in_flight = sent_clock.saturating_sub(seen.load(Ordering::Acquire));
         if in_flight <= a.window || a.readers == 0 {
             let u = *u;
@@ -139,6 +153,7 @@ pub async fn run(
                 sent_clock = sent_clock.max(end);
             }
             writer.send(&encode_update(u)).await?;
+            pushed += 1;
             continue;
         }
         // Window full: read the writer's own socket (echoes) while waiting for progress.
