@@ -206,7 +206,9 @@ impl DocStore for FuzzStore {
     fn append(&self, room: &str, entries: &[(u64, LogRecord)]) -> Result<(), StoreError> {
         if self.skip_next_append.swap(false, Ordering::SeqCst) {
             // lose the batch's first record, keep the rest
-            return self.inner.append(room, entries.get(1..).unwrap_or_default());
+            return self
+                .inner
+                .append(room, entries.get(1..).unwrap_or_default());
         }
         self.inner.append(room, entries)
     }

@@ -11,7 +11,9 @@
 mod record;
 mod sled_store;
 
-pub use record::{LogEntry, LogRecord, Snapshot, decode_log_value, encode_log_chunk, log_value_len};
+pub use record::{
+    LogEntry, LogRecord, Snapshot, decode_log_value, encode_log_chunk, log_value_len,
+};
 pub use sled_store::{Durability, SledStore, StoreConfig};
 
 use thiserror::Error;

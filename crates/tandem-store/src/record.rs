@@ -215,7 +215,10 @@ mod tests {
         let bytes = encode_log_chunk(records.iter());
         assert_eq!(log_value_len(&bytes), Ok(3));
         let entries = decode_log_value(10, &bytes).expect("decode");
-        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [10, 11, 12]);
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [10, 11, 12]
+        );
         assert_eq!(
             entries.into_iter().map(|e| e.record).collect::<Vec<_>>(),
             records

@@ -152,8 +152,8 @@ impl SledStore {
         let mut out = Vec::new();
         let take = |key: &[u8], value: &[u8], out: &mut Vec<LogEntry>| {
             let seq = Self::chunk_seq(room, &prefix, key)?;
-            let entries =
-                decode_log_value(seq, value).map_err(|e| corrupt(room, format!("log {seq}: {e}")))?;
+            let entries = decode_log_value(seq, value)
+                .map_err(|e| corrupt(room, format!("log {seq}: {e}")))?;
             out.extend(entries.into_iter().filter(|e| e.seq > after));
             Ok::<(), StoreError>(())
         };
@@ -217,7 +217,10 @@ impl DocStore for SledStore {
                 .count();
             let (chunk, tail) = rest.split_at(run);
             self.db
-                .insert(log_key(room, first), encode_log_chunk(chunk.iter().map(|(_, r)| r)))
+                .insert(
+                    log_key(room, first),
+                    encode_log_chunk(chunk.iter().map(|(_, r)| r)),
+                )
                 .map_err(io)?;
             rest = tail;
         }
@@ -414,7 +417,10 @@ mod tests {
         s.append("r", &[(5, rec(5)), (7, rec(7)), (8, rec(8))])
             .expect("append");
         let seqs = |v: Vec<LogEntry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(s.log_after("r", 0, 100).expect("log")), [1, 2, 3, 4, 5, 7, 8]);
+        assert_eq!(
+            seqs(s.log_after("r", 0, 100).expect("log")),
+            [1, 2, 3, 4, 5, 7, 8]
+        );
         assert_eq!(seqs(s.log_after("r", 2, 2).expect("log")), [3, 4]);
         assert_eq!(seqs(s.log_after("r", 4, 100).expect("log")), [5, 7, 8]);
         assert_eq!(seqs(s.log_after("r", 7, 100).expect("log")), [8]);
