@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yrs::types::ToJson;
-use yrs::{Map, Text, Transact};
+use yrs::{Map, StateVector, Text, Transact};
 
 use crate::common::{Client, TIMEOUT, TestServer, covers, full_state, merged, test_config};
 
@@ -262,4 +262,60 @@ async fn shutdown_closes_sockets_with_going_away() {
     let (code, _) = a.wait_closed().await;
     assert_eq!(code, 1001);
     stop.await.expect("stopped");
+}
+
+/// A cold room whose storage holds one large update: fresh readers that join while it is being
+/// rebuilt are answered from storage, and a writer that joins in the same moment and edits at
+/// once (its update must wait for the rebuilt room) loses nothing.
+#[tokio::test]
+async fn a_cold_room_serves_early_readers_and_keeps_an_early_writers_edits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = "cold ".repeat(100_000);
+    {
+        let server = TestServer::start(dir.path(), test_config()).await;
+        let mut author = Client::synced(&server.url("cold"), 1).await;
+        let text = author.doc.get_or_insert_text("t");
+        author
+            .edit_confirmed(|_, txn| text.insert(txn, 0, &big))
+            .await;
+        server.stop().await;
+    }
+    let server = TestServer::start(dir.path(), test_config()).await;
+    let url = server.url("cold");
+    let (mut r1, mut r2, mut writer) = tokio::join!(
+        Client::connect(&url, 3),
+        Client::connect(&url, 4),
+        Client::connect(&url, 2)
+    );
+    let w = writer.doc.get_or_insert_text("w");
+    writer.edit(|_, txn| w.insert(txn, 0, "live ")).await;
+    let target = merged([
+        StateVector::new(
+            [(yrs::ClientID::new(1), big.len() as u32)]
+                .into_iter()
+                .collect(),
+        ),
+        StateVector::new(
+            [(yrs::ClientID::new(2), "live ".len() as u32)]
+                .into_iter()
+                .collect(),
+        ),
+    ]);
+    for c in [&mut r1, &mut r2, &mut writer] {
+        c.wait_for_state(&target).await;
+        assert_eq!(c.text("t"), big);
+    }
+    assert_eq!(r1.text("w").len(), "live ".len());
+    assert_eq!(r2.text("w"), r1.text("w"));
+    for c in [r1, r2, writer] {
+        c.close().await;
+    }
+    server.stop().await;
+    // and it is all stored
+    let server = TestServer::start(dir.path(), test_config()).await;
+    let mut check = Client::synced(&server.url("cold"), 5).await;
+    check.wait_for_state(&target).await;
+    assert_eq!(check.text("t"), big);
+    check.close().await;
+    server.stop().await;
 }
