@@ -22,13 +22,14 @@ use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, StateVector, Transact, Update};
+use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::auth::{Access, TokenError, now_secs};
 use crate::hub::{ApplyError, Hub, RoomCmd};
 use crate::json::doc_to_json;
 use crate::routes::room_from_path;
+
+mod v2;
 
 /// Default and largest page of `GET /api/rooms` and `GET /api/rooms/{room}/log`.
 pub const DEFAULT_PAGE: usize = 100;
@@ -515,15 +516,6 @@ async fn get_json(hub: &Arc<Hub>, room: &str) -> ApiResult {
     }
 }
 
-/// v2 → v1, behind `catch_unwind` (yrs may panic on hostile bytes).
-fn v2_to_v1(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    match std::panic::catch_unwind(|| Update::decode_v2(bytes).map(|u| u.encode_v1())) {
-        Ok(Ok(v1)) => Ok(v1),
-        Ok(Err(e)) => Err(format!("invalid v2 update: {e}")),
-        Err(_) => Err("invalid v2 update: decoder failed".into()),
-    }
-}
-
 fn body_is_v2(req: &Req) -> Result<bool, ApiError> {
     let by_type = req
         .headers
@@ -544,16 +536,22 @@ async fn post_update(
     if body.is_empty() {
         return Err(ApiError::bad("invalid_update", "empty body"));
     }
+    let limits = hub.config.room.update_limits;
     let update = if v2 {
-        blocking(move || v2_to_v1(&body))
+        blocking(move || v2::v2_to_v1(&body, limits.max_any_depth))
             .await?
-            .map_err(|e| ApiError::bad("invalid_update", e))?
+            .map_err(|e| match e {
+                v2::V2Error::TooDeep(_) => ApiError::bad("too_deep", e.to_string()),
+                v2::V2Error::Invalid(_) => ApiError::bad("invalid_update", e.to_string()),
+            })?
     } else {
         body
     };
     // Validate before loading the room so garbage never costs a room load.
-    tandem_protocol::validate_update_v1(&update, &hub.config.room.update_limits)
-        .map_err(|e| ApiError::bad("invalid_update", e.to_string()))?;
+    tandem_protocol::validate_update_v1(&update, &limits).map_err(|e| match e {
+        tandem_protocol::DecodeError::TooDeep(..) => ApiError::bad("too_deep", e.to_string()),
+        _ => ApiError::bad("invalid_update", e.to_string()),
+    })?;
     let update = Arc::new(update);
     let res = hub
         .call(room, |reply| RoomCmd::ApplyExternal {
