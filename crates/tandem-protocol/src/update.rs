@@ -211,13 +211,13 @@ fn read_content(r: &mut Reader<'_>, kind: u8, limits: &UpdateLimits) -> Result<u
         }
         // embed
         5 => {
-            read_json_str(r, "embed content")?;
+            read_json_str(r, "embed content", limits)?;
             1
         }
         // format: key + json value
         6 => {
             r.read_str("format key")?;
-            read_json_str(r, "format value")?;
+            read_json_str(r, "format value", limits)?;
             1
         }
         // type
@@ -252,10 +252,42 @@ fn read_content(r: &mut Reader<'_>, kind: u8, limits: &UpdateLimits) -> Result<u
     })
 }
 
-fn read_json_str(r: &mut Reader<'_>, what: &'static str) -> Result<(), DecodeError> {
+/// Checks JSON text (embeds, format values): well-formed, and nested no deeper than the `Any`
+/// limit. yrs turns it into an `Any` (serde_json, which gives up at 128 levels) that later code
+/// walks recursively.
+fn read_json_str(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    limits: &UpdateLimits,
+) -> Result<(), DecodeError> {
     let s = r.read_str(what)?;
+    // IgnoredAny checks the syntax without building a value, iteratively and at any depth
     serde_json::from_str::<serde::de::IgnoredAny>(s)
         .map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+    // well-formed, so brackets outside strings give the nesting depth
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for b in s.bytes() {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limits.max_any_depth {
+                    return Err(DecodeError::TooDeep("json value", limits.max_any_depth));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -397,6 +429,101 @@ mod tests {
         let bytes = any_update(1, &ok);
         validate_update_v1(&bytes, &UpdateLimits::default()).expect("valid");
         Update::decode_v1(&bytes).expect("yrs decodes");
+    }
+
+    /// One item with `kind` content (5 embed, 6 format, 9 sub-document) under a root text.
+    fn content_update(kind: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_var_u64(&mut out, 1);
+        write_var_u64(&mut out, 1);
+        write_var_u64(&mut out, 3); // client
+        write_var_u64(&mut out, 0);
+        out.push(kind);
+        write_var_u64(&mut out, 1);
+        write_str(&mut out, "text");
+        out.extend_from_slice(content);
+        out.push(0);
+        out
+    }
+
+    /// Deep values in every other place a v1 update carries JSON-like data: embed and format
+    /// values (JSON text) and sub-document options (`Any`). The validator refuses them (JSON
+    /// text by the same depth limit as `Any`: serde_json's syntax check alone skips values
+    /// iteratively and accepts any depth), and yrs' own v1 decoder returns an error rather than
+    /// overflowing a small stack (serde_json stops building values at 128 levels).
+    #[test]
+    fn deep_values_in_embeds_formats_and_subdoc_options_are_refused() {
+        let deep_json = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let mut embed = Vec::new();
+        write_str(&mut embed, &deep_json);
+        let mut format = Vec::new();
+        write_str(&mut format, "bold");
+        write_str(&mut format, &deep_json);
+        let mut subdoc = Vec::new();
+        write_str(&mut subdoc, "guid");
+        for _ in 0..100_000 {
+            subdoc.extend_from_slice(&[118, 1, 1, b'k']);
+        }
+        subdoc.push(126);
+        let limits = UpdateLimits::default();
+        let bodies = [
+            content_update(5, &embed),
+            content_update(6, &format),
+            content_update(9, &subdoc),
+        ];
+        for body in &bodies[..2] {
+            assert_eq!(
+                validate_update_v1(body, &limits),
+                Err(DecodeError::TooDeep("json value", 64))
+            );
+        }
+        assert_eq!(
+            validate_update_v1(&bodies[2], &limits),
+            Err(DecodeError::TooDeep("any value", 64))
+        );
+        let json_bodies = bodies[..2].to_vec();
+        let yrs_results = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                json_bodies
+                    .iter()
+                    .map(|b| Update::decode_v1(b).is_err())
+                    .collect::<Vec<_>>()
+            })
+            .expect("spawn")
+            .join()
+            .expect("no overflow");
+        assert_eq!(yrs_results, [true, true]);
+        // shallow values of each kind pass, and yrs reads them
+        let mut embed = Vec::new();
+        write_str(&mut embed, r#"{"image":[1,[2]]}"#);
+        let mut format = Vec::new();
+        write_str(&mut format, "bold");
+        write_str(&mut format, "true");
+        let mut subdoc = Vec::new();
+        write_str(&mut subdoc, "guid");
+        subdoc.extend_from_slice(&[118, 0]);
+        for body in [
+            content_update(5, &embed),
+            content_update(6, &format),
+            content_update(9, &subdoc),
+        ] {
+            validate_update_v1(&body, &limits).expect("valid");
+            Update::decode_v1(&body).expect("yrs decodes");
+        }
+        // brackets inside JSON strings (with escaped quotes) do not count
+        let two = UpdateLimits { max_any_depth: 2 };
+        for (json, ok) in [
+            (r#"{"a":["[[[\"[[[{{"]}"#, true),
+            (r#"[[1]]"#, true),
+            (r#"[[[1]]]"#, false),
+            (r#"[{"k":[]}]"#, false),
+        ] {
+            let mut embed = Vec::new();
+            write_str(&mut embed, json);
+            let r = validate_update_v1(&content_update(5, &embed), &two);
+            assert_eq!(r.is_ok(), ok, "{json}: {r:?}");
+        }
     }
 
     #[test]

@@ -22,13 +22,14 @@ use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, StateVector, Transact, Update};
+use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::auth::{Access, TokenError, now_secs};
 use crate::hub::{ApplyError, Hub, RoomCmd};
 use crate::json::doc_to_json;
 use crate::routes::room_from_path;
+
+mod v2;
 
 /// Default and largest page of `GET /api/rooms` and `GET /api/rooms/{room}/log`.
 pub const DEFAULT_PAGE: usize = 100;
@@ -515,15 +516,6 @@ async fn get_json(hub: &Arc<Hub>, room: &str) -> ApiResult {
     }
 }
 
-/// v2 → v1, behind `catch_unwind` (yrs may panic on hostile bytes).
-fn v2_to_v1(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    match std::panic::catch_unwind(|| Update::decode_v2(bytes).map(|u| u.encode_v1())) {
-        Ok(Ok(v1)) => Ok(v1),
-        Ok(Err(e)) => Err(format!("invalid v2 update: {e}")),
-        Err(_) => Err("invalid v2 update: decoder failed".into()),
-    }
-}
-
 fn body_is_v2(req: &Req) -> Result<bool, ApiError> {
     let by_type = req
         .headers
@@ -544,16 +536,22 @@ async fn post_update(
     if body.is_empty() {
         return Err(ApiError::bad("invalid_update", "empty body"));
     }
+    let limits = hub.config.room.update_limits;
     let update = if v2 {
-        blocking(move || v2_to_v1(&body))
+        blocking(move || v2::v2_to_v1(&body, limits.max_any_depth))
             .await?
-            .map_err(|e| ApiError::bad("invalid_update", e))?
+            .map_err(|e| match e {
+                v2::V2Error::TooDeep(_) => ApiError::bad("too_deep", e.to_string()),
+                v2::V2Error::Invalid(_) => ApiError::bad("invalid_update", e.to_string()),
+            })?
     } else {
         body
     };
     // Validate before loading the room so garbage never costs a room load.
-    tandem_protocol::validate_update_v1(&update, &hub.config.room.update_limits)
-        .map_err(|e| ApiError::bad("invalid_update", e.to_string()))?;
+    tandem_protocol::validate_update_v1(&update, &limits).map_err(|e| match e {
+        tandem_protocol::DecodeError::TooDeep(..) => ApiError::bad("too_deep", e.to_string()),
+        _ => ApiError::bad("invalid_update", e.to_string()),
+    })?;
     let update = Arc::new(update);
     let res = hub
         .call(room, |reply| RoomCmd::ApplyExternal {
@@ -708,17 +706,20 @@ async fn replay(
     tx: &tokio::sync::mpsc::Sender<warp::sse::Event>,
 ) -> Option<u64> {
     loop {
-        let store = hub.store().clone();
+        let hub2 = hub.clone();
         let name = room.to_owned();
         let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let store = hub2.store();
             let s = store.stats(&name).map_err(|e| e.to_string())?;
             let entries = store
                 .log_after(&name, last, REPLAY_BATCH)
                 .map_err(|e| e.to_string())?;
-            Ok((s, entries))
+            // read after the log: entries from here on may not be durable yet; they reach the
+            // consumer through the live feed once they are
+            Ok((s, entries, hub2.unflushed_from(&name)))
         })
         .await;
-        let (s, entries) = match read {
+        let (s, mut entries, unflushed) = match read {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 tracing::warn!(%room, error = %e, "change feed cannot read the log");
@@ -739,6 +740,11 @@ async fn replay(
             continue;
         }
         let n = entries.len();
+        let capped = unflushed.is_some_and(|from| {
+            let before = entries.len();
+            entries.retain(|e| e.seq < from);
+            entries.len() < before
+        });
         for e in entries {
             if e.seq <= last {
                 continue;
@@ -746,7 +752,7 @@ async fn replay(
             tx.send(update_event(&e)).await.ok()?;
             last = e.seq;
         }
-        if n < REPLAY_BATCH {
+        if n < REPLAY_BATCH || capped {
             return Some(last);
         }
     }
@@ -793,5 +799,156 @@ async fn feed(
             },
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::{Condvar, Mutex};
+    use tandem_store::{
+        DocStore, LogRecord, RoomStats, SledStore, Snapshot, StoreConfig, StoreError, StoredRoom,
+    };
+    use yrs::{GetString, Text};
+
+    /// A sled store whose `flush` can be held: while closed, a flush reports that it started
+    /// and then waits for the gate to open.
+    struct GatedStore {
+        inner: SledStore,
+        closed: Mutex<bool>,
+        opened: Condvar,
+        entered: tokio::sync::mpsc::UnboundedSender<()>,
+    }
+
+    impl GatedStore {
+        fn set_closed(&self, closed: bool) {
+            *self.closed.lock().unwrap() = closed;
+            self.opened.notify_all();
+        }
+    }
+
+    impl DocStore for GatedStore {
+        fn load(&self, room: &str) -> Result<StoredRoom, StoreError> {
+            self.inner.load(room)
+        }
+        fn append(&self, room: &str, entries: &[(u64, LogRecord)]) -> Result<(), StoreError> {
+            self.inner.append(room, entries)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            let mut closed = self.closed.lock().unwrap();
+            if *closed {
+                let _ = self.entered.send(());
+                while *closed {
+                    closed = self.opened.wait(closed).unwrap();
+                }
+            }
+            drop(closed);
+            self.inner.flush()
+        }
+        fn compact(&self, room: &str, snapshot: &Snapshot) -> Result<(), StoreError> {
+            self.inner.compact(room, snapshot)
+        }
+        fn delete(&self, room: &str) -> Result<(), StoreError> {
+            self.inner.delete(room)
+        }
+        fn list_rooms(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.list_rooms(after, limit)
+        }
+        fn stats(&self, room: &str) -> Result<Option<RoomStats>, StoreError> {
+            self.inner.stats(room)
+        }
+        fn log_after(
+            &self,
+            room: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<LogEntry>, StoreError> {
+            self.inner.log_after(room, after, limit)
+        }
+    }
+
+    /// Opens the gate when dropped, so a failing assertion cannot leave a flush blocked (and
+    /// the runtime waiting for it) forever.
+    struct OpenOnDrop(Arc<GatedStore>);
+
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.set_closed(false);
+        }
+    }
+
+    fn edit(doc: &yrs::Doc, s: &str) -> Vec<u8> {
+        let before = doc.transact().state_vector();
+        let text = doc.get_or_insert_text("t");
+        {
+            let mut txn = doc.transact_mut();
+            let len = text.get_string(&txn).len() as u32;
+            text.insert(&mut txn, len, s);
+        }
+        doc.transact().encode_state_as_update_v1(&before)
+    }
+
+    async fn apply(hub: &Arc<Hub>, update: Vec<u8>) -> Result<(), ApplyError> {
+        hub.call("feed", |reply| RoomCmd::ApplyExternal {
+            update: update.clone(),
+            author: "t".into(),
+            reply,
+        })
+        .await
+        .unwrap()
+    }
+
+    /// In sync mode an entry is in the store's log before it is flushed, and published to live
+    /// subscribers only after. A replay in that window must stop before it: otherwise a
+    /// consumer could be sent an update that a failing flush then loses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_stops_before_entries_not_yet_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let store = Arc::new(GatedStore {
+            inner: SledStore::open(&StoreConfig::new(dir.path())).unwrap(),
+            closed: Mutex::new(false),
+            opened: Condvar::new(),
+            entered: entered_tx,
+        });
+        let hub = Hub::new(store.clone(), crate::ServerConfig::default());
+        assert_eq!(hub.config.durability, tandem_store::Durability::Sync);
+        let doc = yrs::Doc::with_client_id(5);
+        apply(&hub, edit(&doc, "one")).await.unwrap();
+
+        store.set_closed(true);
+        let _open = OpenOnDrop(store.clone());
+        let writer = {
+            let hub = hub.clone();
+            let update = edit(&doc, " two");
+            tokio::spawn(async move { apply(&hub, update).await })
+        };
+        entered.recv().await.unwrap();
+        // the second entry is in the log, not yet durable
+        let logged: Vec<u64> = hub
+            .store()
+            .log_after("feed", 0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(logged, [1, 2]);
+        assert_eq!(hub.unflushed_from("feed"), Some(2));
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        assert_eq!(replay(&hub, "feed", 0, &tx).await, Some(1));
+        assert!(rx.try_recv().is_ok());
+        assert!(
+            rx.try_recv().is_err(),
+            "replay sent an entry that is not durable"
+        );
+
+        store.set_closed(false);
+        writer.await.unwrap().unwrap();
+        assert_eq!(hub.unflushed_from("feed"), None);
+        assert_eq!(replay(&hub, "feed", 1, &tx).await, Some(2));
+        assert!(rx.try_recv().is_ok());
+        hub.shutdown().await;
     }
 }

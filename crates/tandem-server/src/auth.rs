@@ -3,16 +3,18 @@
 //!
 //! Claims: `sub` (recorded as the author of every update), `room` (exact name) or
 //! `room_prefix`, `access` (`read` < `write` < `admin`) and `exp` (seconds since the Unix epoch).
-//! The MAC is computed and checked by the RustCrypto `hmac` crate; `Mac::verify_slice` compares
-//! in constant time. Only `HS256` is accepted (no `none`, no algorithm switching).
+//! Tokens are parsed, minted and validated by the `jsonwebtoken` crate. Verification is pinned
+//! to `HS256`: a token whose header names another algorithm (`none`, `HS512`, `RS256`, ...) is
+//! refused before any key is used.
+//!
+//! `jsonwebtoken` needs a crypto backend. Its `rust_crypto` feature brings RSA, ECDSA and EdDSA
+//! (about 35 crates, over two minutes of extra release compile time, and the `rsa` crate with an
+//! open timing advisory) for one algorithm we use, so [`hs256`] installs a backend that knows
+//! only HS256, computed by the RustCrypto `hmac` crate (`verify_slice` compares in constant time).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -108,13 +110,91 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign token: {0}")]
+pub struct MintError(#[from] jsonwebtoken::errors::Error);
 
-fn mac(secret: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length.
-    match HmacSha256::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => unreachable!("hmac takes keys of any length"),
+/// The `jsonwebtoken` crypto backend: HS256 only, everything else `InvalidAlgorithm`.
+mod hs256 {
+    use hmac::{Hmac, Mac};
+    use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+    use jsonwebtoken::errors::{Error, ErrorKind};
+    use jsonwebtoken::signature::{Signer, Verifier};
+    use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
+    use sha2::Sha256;
+
+    type HmacSha256 = Hmac<Sha256>;
+
+    struct Hs256(HmacSha256);
+
+    impl Hs256 {
+        fn new(alg: &Algorithm, family: AlgorithmFamily, key: &[u8]) -> Result<Self, Error> {
+            if *alg != Algorithm::HS256 || family != AlgorithmFamily::Hmac {
+                return Err(ErrorKind::InvalidAlgorithm.into());
+            }
+            // HMAC takes keys of any length; the error arm is unreachable in practice.
+            HmacSha256::new_from_slice(key)
+                .map(Hs256)
+                .map_err(|_| ErrorKind::InvalidKeyFormat.into())
+        }
+    }
+
+    impl Signer<Vec<u8>> for Hs256 {
+        fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, jsonwebtoken::signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            Ok(mac.finalize().into_bytes().to_vec())
+        }
+    }
+
+    impl Verifier<Vec<u8>> for Hs256 {
+        fn verify(
+            &self,
+            msg: &[u8],
+            signature: &Vec<u8>,
+        ) -> Result<(), jsonwebtoken::signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            mac.verify_slice(signature)
+                .map_err(jsonwebtoken::signature::Error::from_source)
+        }
+    }
+
+    impl JwtSigner for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    impl JwtVerifier for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory: |alg, key: &EncodingKey| {
+            Ok(Box::new(Hs256::new(alg, key.family(), key.as_bytes())?))
+        },
+        verifier_factory: |alg, key: &DecodingKey| {
+            Ok(Box::new(Hs256::new(
+                alg,
+                key.family(),
+                key.try_get_as_bytes()?,
+            )?))
+        },
+        // JWK helpers; never used (no JWK, RSA or EC keys here).
+        key_utils: KeyUtils::new_unimplemented(),
+    };
+
+    /// Installs the backend process-wide (once; later calls do nothing).
+    pub(super) fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // Err means a backend was installed before; it then signs and checks instead.
+            let _ = PROVIDER.install_default();
+        });
     }
 }
 
@@ -125,57 +205,62 @@ impl AuthConfig {
         }
     }
 
-    /// Signs `claims` into a compact JWT.
-    pub fn mint(&self, claims: &Claims) -> String {
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(HEADER),
-            URL_SAFE_NO_PAD.encode(payload)
-        );
-        let mut m = mac(&self.secret);
-        m.update(signing_input.as_bytes());
-        let sig = m.finalize().into_bytes();
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    /// Signs `claims` into a compact JWT (`{"alg":"HS256","typ":"JWT"}`).
+    pub fn mint(&self, claims: &Claims) -> Result<String, MintError> {
+        hs256::install();
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(&self.secret),
+        )?)
     }
 
-    /// Checks the signature (constant time), the algorithm and the expiry.
+    /// Checks the algorithm (HS256 only), the signature (constant time), the claims and the
+    /// expiry against `now_secs` (no leeway: a token is expired from its `exp` second on).
     pub fn verify(&self, token: &str, now_secs: u64) -> Result<Claims, TokenError> {
-        let malformed = |m: &str| TokenError::Malformed(m.to_owned());
-        let mut parts = token.trim().split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(malformed("expected three dot-separated parts"));
-        };
-        let header = URL_SAFE_NO_PAD
-            .decode(h)
-            .map_err(|_| malformed("header is not base64url"))?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&header).map_err(|_| malformed("header is not json"))?;
-        if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
-            return Err(malformed("only alg HS256 is accepted"));
-        }
-        let sig = URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(|_| malformed("signature is not base64url"))?;
-        let mut m = mac(&self.secret);
-        m.update(h.as_bytes());
-        m.update(b".");
-        m.update(p.as_bytes());
-        m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(p)
-            .map_err(|_| malformed("payload is not base64url"))?;
-        let claims: Claims = serde_json::from_slice(&payload)
-            .map_err(|e| TokenError::Malformed(format!("claims: {e}")))?;
+        hs256::install();
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked below against the caller's clock; `exp` must still be present.
+        validation.validate_exp = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp"]);
+        let data = jsonwebtoken::decode::<Claims>(
+            token.trim(),
+            &DecodingKey::from_secret(&self.secret),
+            &validation,
+        )
+        .map_err(|e| refusal(e.kind()))?;
+        let claims = data.claims;
         if claims.exp <= now_secs {
             return Err(TokenError::Expired);
         }
         if claims.room.is_none() && claims.room_prefix.is_none() {
-            return Err(malformed("token names neither room nor room_prefix"));
+            return Err(TokenError::Malformed(
+                "token names neither room nor room_prefix".into(),
+            ));
         }
         Ok(claims)
+    }
+}
+
+/// Maps a `jsonwebtoken` failure to the reason reported to the client.
+fn refusal(kind: &ErrorKind) -> TokenError {
+    let malformed = |m: &str| TokenError::Malformed(m.to_owned());
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            malformed("only alg HS256 is accepted")
+        }
+        ErrorKind::InvalidToken => malformed("expected three dot-separated parts"),
+        ErrorKind::Base64(_) => malformed("a part is not base64url"),
+        ErrorKind::Utf8(_) => malformed("a part is not utf-8"),
+        // The header's `alg` is parsed into a closed enum, so `none` or an unknown algorithm
+        // fails as JSON before anything else.
+        ErrorKind::Json(e) => TokenError::Malformed(format!("header or claims: {e}")),
+        ErrorKind::MissingRequiredClaim(c) => TokenError::Malformed(format!("missing claim {c}")),
+        ErrorKind::InvalidClaimFormat(c) => TokenError::Malformed(format!("invalid claim {c}")),
+        other => TokenError::Malformed(format!("{other:?}")),
     }
 }
 
@@ -230,10 +315,15 @@ mod tests {
         }
     }
 
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
     #[test]
     fn round_trip_and_every_refusal() {
         let a = AuthConfig::new("secret");
-        let t = a.mint(&claims(Access::Write, 100));
+        let t = a.mint(&claims(Access::Write, 100)).unwrap();
         assert_eq!(a.verify(&t, 99).unwrap(), claims(Access::Write, 100));
         assert_eq!(a.verify(&t, 100), Err(TokenError::Expired));
         assert_eq!(
@@ -242,19 +332,128 @@ mod tests {
         );
         assert!(matches!(a.verify("x.y", 0), Err(TokenError::Malformed(_))));
         assert!(matches!(a.verify("", 0), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            a.verify("a.b.c", 0),
+            Err(TokenError::Malformed(_))
+        ));
         // a tampered payload fails the signature
         let mut parts: Vec<&str> = t.split('.').collect();
-        let forged =
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(Access::Admin, 100)).unwrap());
+        let forged = b64(&serde_json::to_vec(&claims(Access::Admin, 100)).unwrap());
         parts[1] = &forged;
         assert_eq!(a.verify(&parts.join("."), 0), Err(TokenError::BadSignature));
-        // alg none is refused
-        let none = format!(
-            "{}.{}.",
-            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
-            parts[1]
+        // claims without exp, or without room and room_prefix, are refused even when signed
+        let no_exp = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"room": "r", "access": "write"}),
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert!(matches!(
+            a.verify(&no_exp, 0),
+            Err(TokenError::Malformed(_))
+        ));
+        let no_room = a
+            .mint(&Claims {
+                room: None,
+                ..claims(Access::Write, 100)
+            })
+            .unwrap();
+        assert!(
+            matches!(a.verify(&no_room, 0), Err(TokenError::Malformed(m)) if m.contains("room"))
         );
-        assert!(matches!(a.verify(&none, 0), Err(TokenError::Malformed(_))));
+    }
+
+    fn is_alg_refusal(r: Result<Claims, TokenError>) -> bool {
+        matches!(r, Err(TokenError::Malformed(_)))
+    }
+
+    #[test]
+    fn algorithm_is_pinned_to_hs256() {
+        let a = AuthConfig::new("secret");
+        let good = a.mint(&claims(Access::Admin, 100)).unwrap();
+        let parts: Vec<&str> = good.split('.').collect();
+        assert_eq!(
+            String::from_utf8(
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[0])
+                    .unwrap()
+            )
+            .unwrap(),
+            r#"{"typ":"JWT","alg":"HS256"}"#
+        );
+        // alg none, with an empty or a copied signature
+        for header in [
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"none","typ":"JWT"}"#,
+            r#"{"alg":"None"}"#,
+        ] {
+            for sig in ["", parts[2]] {
+                let t = format!("{}.{}.{sig}", b64(header.as_bytes()), parts[1]);
+                assert!(is_alg_refusal(a.verify(&t, 0)), "{header} {sig:?} accepted");
+            }
+        }
+        // a header without alg
+        let t = format!("{}.{}.{}", b64(br#"{"typ":"JWT"}"#), parts[1], parts[2]);
+        assert!(is_alg_refusal(a.verify(&t, 0)));
+        // another HMAC algorithm, correctly signed with the same secret
+        fn signed<M: hmac::Mac + hmac::digest::KeyInit>(alg: &str, payload: &str) -> String {
+            let input = format!(
+                "{}.{payload}",
+                b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes())
+            );
+            let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(b"secret").unwrap();
+            mac.update(input.as_bytes());
+            format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+        }
+        let hs256 = signed::<hmac::Hmac<sha2::Sha256>>("HS256", parts[1]);
+        assert_eq!(a.verify(&hs256, 0).unwrap(), claims(Access::Admin, 100));
+        for t in [
+            signed::<hmac::Hmac<sha2::Sha384>>("HS384", parts[1]),
+            signed::<hmac::Hmac<sha2::Sha512>>("HS512", parts[1]),
+        ] {
+            assert_eq!(
+                a.verify(&t, 0),
+                Err(TokenError::Malformed("only alg HS256 is accepted".into())),
+                "{t}"
+            );
+        }
+        // this backend signs nothing but HS256
+        for alg in [Algorithm::HS384, Algorithm::HS512, Algorithm::RS256] {
+            let r = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims(Access::Admin, 100),
+                &EncodingKey::from_secret(b"secret"),
+            );
+            assert!(r.is_err(), "{alg:?}");
+        }
+        // the classic confusion: an asymmetric algorithm named in the header, signature made
+        // with the shared secret (here: the valid HS256 signature of the same payload)
+        for alg in ["RS256", "ES256", "PS256", "EdDSA"] {
+            let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+            let t = format!("{}.{}.{}", b64(header.as_bytes()), parts[1], parts[2]);
+            assert_eq!(
+                a.verify(&t, 0),
+                Err(TokenError::Malformed("only alg HS256 is accepted".into())),
+                "{alg}"
+            );
+        }
+    }
+
+    /// A token signed by an independent HS256 implementation (Python's `hmac`, the same bytes
+    /// the hand-written signer of earlier versions produced) still verifies; the same claims
+    /// signed with HS512 do not.
+    #[test]
+    fn independent_hs256_vector_verifies() {
+        let a = AuthConfig::new("vector-secret");
+        let hs256 = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJkYXZlIiwicm9vbSI6Im5vdGVzIiwiYWNjZXNzIjoid3JpdGUiLCJleHAiOjQxMDI0NDQ4MDB9.5e9voe9Ap837UEkjqPbZyGAwVfmm4MX-4pfrdHPgJEM";
+        let c = a.verify(hs256, 1_700_000_000).unwrap();
+        assert_eq!(c.author(), "dave");
+        assert!(c.covers("notes") && c.access == Access::Write && c.exp == 4_102_444_800);
+        assert_eq!(
+            AuthConfig::new("vector-secret!").verify(hs256, 0),
+            Err(TokenError::BadSignature)
+        );
+        let hs512 = "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJkYXZlIiwicm9vbSI6Im5vdGVzIiwiYWNjZXNzIjoid3JpdGUiLCJleHAiOjQxMDI0NDQ4MDB9.1IwjXmQAb_wsNeNZLEwXraS8iCxxbY9gJSkwbBJEOuqvMaGkgv16mJkw_F3aEpIK6bkUjpxOVnHAxShCD_cROQ";
+        assert!(is_alg_refusal(a.verify(hs512, 0)));
     }
 
     #[test]

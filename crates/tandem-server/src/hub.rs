@@ -104,6 +104,9 @@ pub struct Hub {
     /// Change feeds: durable log entries per room, for the SSE endpoint. Independent of room
     /// loading, so a subscriber survives unload/reload.
     feeds: Mutex<HashMap<String, broadcast::Sender<Arc<LogEntry>>>>,
+    /// Per room, the first log position written but not yet durable (and so not yet published):
+    /// the change feed's replay, which reads the store's log, stops before it.
+    unflushed: Mutex<HashMap<String, u64>>,
     /// Cancelled when shutdown starts (ends long-lived HTTP streams such as the change feed).
     pub closing: tokio_util::sync::CancellationToken,
     /// Prometheus metrics, scraped at `GET /metrics`.
@@ -125,6 +128,7 @@ impl Hub {
             tasks: TaskTracker::new(),
             loaded: tokio::sync::watch::Sender::new(0),
             feeds: Mutex::new(HashMap::new()),
+            unflushed: Mutex::new(HashMap::new()),
             closing: tokio_util::sync::CancellationToken::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
@@ -175,6 +179,26 @@ impl Hub {
             .entry(room.to_owned())
             .or_insert_with(|| broadcast::channel(FEED_CAPACITY).0)
             .subscribe()
+    }
+
+    /// The first log position of `room` that is written but not yet durable, if a write is in
+    /// flight. Read it after reading the log: every entry the read saw at or past it may still
+    /// be lost, every entry before it is durable.
+    pub fn unflushed_from(&self, room: &str) -> Option<u64> {
+        let unflushed = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
+        unflushed.get(room).copied()
+    }
+
+    fn set_unflushed(&self, room: &str, from: Option<u64>) {
+        let mut unflushed = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
+        match from {
+            Some(seq) => {
+                unflushed.insert(room.to_owned(), seq);
+            }
+            None => {
+                unflushed.remove(room);
+            }
+        }
     }
 
     /// Publishes durable entries to the room's feed subscribers (if any).
@@ -696,7 +720,15 @@ async fn room_task(
                 }
             }
         }
-        if let Err(e) = host.persist(&fx).await {
+        // Marked before the log write, cleared once it is durable (or failed): a replay that
+        // reads the log concurrently never sends an entry live subscribers have not been sent.
+        let first_new = fx.append.first().map(|(seq, _)| *seq);
+        if first_new.is_some() {
+            hub.set_unflushed(&name, first_new);
+        }
+        let persisted = host.persist(&fx).await;
+        if let Err(e) = persisted {
+            hub.set_unflushed(&name, None);
             // Nothing unflushed may be confirmed: close everyone and drop the in-memory state so
             // the next load reads what storage really holds.
             tracing::error!(room = %name, error = %e, "storage failure");
@@ -710,6 +742,9 @@ async fn room_task(
             break 'run;
         }
         hub.publish(&name, &fx);
+        if first_new.is_some() {
+            hub.set_unflushed(&name, None);
+        }
         hub.metrics.updates_applied.inc_by(fx.append.len() as u64);
         hub.metrics.denied_writes.inc_by(fx.denied_writes);
         host.deliver(&mut room, fx.sends);

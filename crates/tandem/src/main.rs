@@ -292,7 +292,10 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         access: args.access,
         exp: now_secs() + ttl,
     };
-    println!("{}", AuthConfig::new(args.secret).mint(&claims));
+    let token = AuthConfig::new(args.secret)
+        .mint(&claims)
+        .context("minting the token")?;
+    println!("{token}");
     Ok(())
 }
 

@@ -245,6 +245,87 @@ async fn deeply_nested_document_json_is_refused_and_the_server_survives() {
     server.stop().await;
 }
 
+/// A v1 or v2 update whose map value is `depth` nested one-element arrays: an update carrying
+/// a marker string is encoded by yrs, then the marker's `Any` encoding (the same bytes in both
+/// formats) is replaced by the nesting.
+fn nested_any_update(v2: bool, embed: bool, depth: usize) -> Vec<u8> {
+    const MARKER: &str = "DEPTH-MARKER-41c9";
+    let doc = Doc::with_client_id(21);
+    {
+        let mut txn = doc.transact_mut();
+        if embed {
+            let text = txn.get_or_insert_text("t");
+            text.insert_embed(&mut txn, 0, yrs::Any::from(MARKER));
+        } else {
+            txn.get_or_insert_map("m")
+                .insert(&mut txn, "k", yrs::Any::from(MARKER));
+        }
+    }
+    let txn = doc.transact();
+    let bytes = if v2 {
+        txn.encode_state_as_update_v2(&StateVector::default())
+    } else {
+        txn.encode_state_as_update_v1(&StateVector::default())
+    };
+    let mut needle = vec![119, MARKER.len() as u8];
+    needle.extend_from_slice(MARKER.as_bytes());
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("marker");
+    let mut out = bytes[..at].to_vec();
+    for _ in 0..depth {
+        out.extend_from_slice(&[117, 1]);
+    }
+    out.push(126);
+    out.extend_from_slice(&bytes[at + needle.len()..]);
+    out
+}
+
+/// yrs decodes v2 `Any` values recursively: 100,000 nested arrays in a POST body would
+/// overflow the decoding thread's stack and abort the server. Both encodings are refused with
+/// `too_deep`, nothing is stored, and modest nesting still goes through.
+#[tokio::test]
+async fn deeply_nested_values_in_post_bodies_are_refused_too_deep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), test_config()).await;
+    for (v2, embed) in [(true, false), (false, false), (true, true)] {
+        let body = nested_any_update(v2, embed, 100_000);
+        let query = if v2 { "?encoding=v2" } else { "" };
+        let r = request(
+            server.addr,
+            "POST",
+            &format!("/api/rooms/deep/update{query}"),
+            &[],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 400, "v2={v2} embed={embed}");
+        assert_eq!(r.code(), "too_deep", "v2={v2} embed={embed}");
+    }
+    assert_eq!(get(server.addr, "/api/rooms/deep").await.status, 404);
+    // the server is alive and takes nesting within the limit, in both encodings
+    for (v2, embed) in [(true, false), (false, false), (true, true)] {
+        let body = nested_any_update(v2, embed, 20);
+        let query = if v2 { "?encoding=v2" } else { "" };
+        let room = format!("ok-{v2}-{embed}");
+        let r = request(
+            server.addr,
+            "POST",
+            &format!("/api/rooms/{room}/update{query}"),
+            &[],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+        let json = get(server.addr, &format!("/api/rooms/{room}/json")).await;
+        assert_eq!(json.status, 200);
+        let text = json.json().to_string();
+        assert!(text.contains(&"[".repeat(20)), "{text}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn post_update_reaches_peers_storage_and_rejects_garbage() {
     let dir = tempfile::tempdir().expect("tempdir");

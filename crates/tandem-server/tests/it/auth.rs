@@ -15,13 +15,15 @@ type Case<'a> = (&'a str, &'a str, &'a str, Option<String>, u16, &'a str);
 const SECRET: &str = "test-secret-please-change";
 
 fn token(secret: &str, room: &str, access: Access, exp: u64, sub: &str) -> String {
-    AuthConfig::new(secret).mint(&Claims {
-        sub: Some(sub.into()),
-        room: Some(room.into()),
-        room_prefix: None,
-        access,
-        exp,
-    })
+    AuthConfig::new(secret)
+        .mint(&Claims {
+            sub: Some(sub.into()),
+            room: Some(room.into()),
+            room_prefix: None,
+            access,
+            exp,
+        })
+        .expect("mint")
 }
 
 fn valid(room: &str, access: Access) -> String {
@@ -102,13 +104,15 @@ async fn websocket_refuses_every_bad_token_before_the_upgrade() {
     assert_eq!(ws_status(&ok, Some("https://evil.example")).await, 403);
     assert_eq!(ws_status(&ok, Some("https://app.example")).await, 101);
     // prefix tokens cover every room under the prefix
-    let prefix = AuthConfig::new(SECRET).mint(&Claims {
-        sub: None,
-        room: None,
-        room_prefix: Some("team/".into()),
-        access: Access::Write,
-        exp: now + 60,
-    });
+    let prefix = AuthConfig::new(SECRET)
+        .mint(&Claims {
+            sub: None,
+            room: None,
+            room_prefix: Some("team/".into()),
+            access: Access::Write,
+            exp: now + 60,
+        })
+        .expect("mint");
     assert_eq!(
         ws_status(&format!("{}?token={prefix}", server.url("team%2Fa")), None).await,
         101

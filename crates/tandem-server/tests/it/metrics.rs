@@ -81,13 +81,15 @@ async fn metrics_move_with_websocket_traffic() {
 }
 
 fn token(secret: &str, access: Access) -> String {
-    AuthConfig::new(secret).mint(&Claims {
-        sub: Some("ops".into()),
-        room: None,
-        room_prefix: Some(String::new()),
-        access,
-        exp: now_secs() + 3600,
-    })
+    AuthConfig::new(secret)
+        .mint(&Claims {
+            sub: Some("ops".into()),
+            room: None,
+            room_prefix: Some(String::new()),
+            access,
+            exp: now_secs() + 3600,
+        })
+        .expect("mint")
 }
 
 #[tokio::test]
