@@ -37,7 +37,7 @@ const p = (s = '') => lines.push(s)
 const cpuModel = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) || [])[1] || '?'
 p(`Measured ${started} on ${os.cpus().length} cores (${cpuModel}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ` +
   `${sh('uname -sr')}; load average at render ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}.`)
-p('Generator and servers share the machine (and, during this run, other agents shared it too): ' +
+p('Generator and servers share the machine: ' +
   'absolute figures are noisy; compare ratios within one run.')
 p()
 p(`Command: \`${command}\``)
