@@ -55,10 +55,10 @@ impl Effects {
         self.append.is_empty() && self.sends.is_empty() && self.compact.is_none()
     }
 
-    pub(crate) fn send(&mut self, target: Target, frame: Vec<u8>) {
+    pub(crate) fn send(&mut self, target: Target, frame: impl Into<Bytes>) {
         self.sends.push(Outgoing {
             target,
-            frame: Bytes::from(frame),
+            frame: frame.into(),
         });
     }
 }

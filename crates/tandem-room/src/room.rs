@@ -79,10 +79,10 @@ pub struct Room {
     next_seq: u64,
     entries_since_snapshot: u64,
     bytes_since_snapshot: u64,
-    /// The document as one v1 update, while it is still exactly what was loaded from a single
-    /// stored update (a snapshot, or a lone log entry): a peer syncing from nothing gets these
-    /// bytes instead of a full re-encode. Dropped at the first change.
-    pristine: Option<Bytes>,
+    /// While the document is still exactly what was loaded from a single stored update (a
+    /// snapshot, or a lone log entry), the SyncStep2 carrying it, encoded once: a peer syncing
+    /// from nothing gets it instead of a full re-encode. Dropped at the first change.
+    pristine: Option<Prefetch>,
 }
 
 /// Applies a v1 update behind `catch_unwind`; with `want_delta`, returns what it changed as a
@@ -185,9 +185,7 @@ impl Room {
         if !complete {
             tracing::warn!("stored room has updates with missing dependencies");
         }
-        self.pristine = single_update(stored)
-            .filter(|_| complete)
-            .map(Bytes::copy_from_slice);
+        self.pristine = Prefetch::new(stored).filter(|_| complete);
         self.doc = doc;
         self.next_seq = stored.next_seq.max(1);
         self.entries_since_snapshot = stored.log.len() as u64;
@@ -324,11 +322,11 @@ impl Room {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
                 let sv = StateVector::decode_v1(&encode_state_vector(sv))
                     .map_err(|e| PeerError::Rejected(e.to_string()))?;
-                let diff = match &self.pristine {
-                    Some(state) if sv.is_empty() => encode_sync_step2(state),
-                    _ => encode_sync_step2(&self.doc.transact().encode_diff_v1(&sv)),
+                let reply = match &self.pristine {
+                    Some(prefetch) if sv.is_empty() => prefetch.reply.clone(),
+                    _ => encode_sync_step2(&self.doc.transact().encode_diff_v1(&sv)).into(),
                 };
-                fx.send(Target::Peer(peer), diff);
+                fx.send(Target::Peer(peer), reply);
                 Ok(())
             }
             Message::Sync(SyncMessage::SyncStep2(update)) => {
