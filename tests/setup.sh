@@ -5,22 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "== installing chromium (Debian package)"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium
-fi
+# Installs a Debian package unless its command is already on PATH.
+need() {
+  local cmd=$1 pkg=$2
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  echo "== installing $pkg (Debian package)"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "$pkg"
+}
 
+need chromium chromium
 # The TLS interop and browser tests make a throwaway self-signed certificate with the openssl CLI
-if ! command -v openssl >/dev/null 2>&1; then
-  echo "== installing openssl (Debian package)"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends openssl
-fi
+need openssl openssl
 
 if ! command -v node >/dev/null 2>&1; then
   echo "node is required for the interop and browser suites" >&2

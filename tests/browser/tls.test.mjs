@@ -3,35 +3,20 @@
 // page loads over https:// and opens its WebSocket over wss:// with certificate checks on.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { startServer, tempDataDir, removeDir } from '../lib/server.mjs'
+import { startServer, tempDataDir, removeDir, selfSignedCert } from '../lib/server.mjs'
 import {
   CHROMIUM_ARGS, openPage, waitForState, typeInEditor, waitForEditorText, assertNoPageErrors
 } from '../lib/browser.mjs'
 
-function selfSigned (dir) {
-  const cert = join(dir, 'cert.pem')
-  const key = join(dir, 'key.pem')
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'
-  ], { stdio: ['ignore', 'ignore', 'pipe'] })
-  // base64(sha256(SubjectPublicKeyInfo)): what --ignore-certificate-errors-spki-list takes
-  const spki = execFileSync('openssl', ['pkey', '-in', key, '-pubout', '-outform', 'der'])
-  const hash = execFileSync('openssl', ['dgst', '-sha256', '-binary'], { input: spki }).toString('base64')
-  return { cert, key, hash }
-}
-
 test('the demo loads over https and two pages sync over wss', async (t) => {
   const dir = tempDataDir()
-  const tls = selfSigned(dir)
+  const tls = selfSignedCert(dir)
   const server = await startServer(join(dir, 'data'), ['--tls-cert', tls.cert, '--tls-key', tls.key])
   const browser = await chromium.launch({
     executablePath: process.env.TANDEM_CHROMIUM || '/usr/bin/chromium',
-    args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${tls.hash}`],
+    args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${tls.spkiHash}`],
     headless: true
   })
   const pages = []

@@ -3,25 +3,12 @@
 // certificate (the `ws` polyfill gets it as `ca`); certificate checks stay on.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import https from 'node:https'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
-import { startServer, tempDataDir, removeDir, waitFor } from '../lib/server.mjs'
-
-function selfSigned (dir) {
-  const cert = join(dir, 'cert.pem')
-  const key = join(dir, 'key.pem')
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'
-  ], { stdio: ['ignore', 'ignore', 'pipe'] })
-  return { cert, key, ca: readFileSync(cert) }
-}
+import { startServer, tempDataDir, removeDir, waitFor, selfSignedCert } from '../lib/server.mjs'
 
 /** A `ws` WebSocket that trusts `ca`, in the shape y-websocket's WebSocketPolyfill expects. */
 const trusting = (ca) => class extends WebSocket {
@@ -51,7 +38,7 @@ function httpsGet (url, ca) {
 
 test('stock y-websocket clients sync over wss:// with the certificate trusted', async () => {
   const dir = tempDataDir()
-  const tls = selfSigned(dir)
+  const tls = selfSignedCert(dir)
   const server = await startServer(join(dir, 'data'), ['--tls-cert', tls.cert, '--tls-key', tls.key])
   const WS = trusting(tls.ca)
   const clients = [client(server.wsUrl, 'secure', WS), client(server.wsUrl, 'secure', WS)]
@@ -83,7 +70,7 @@ test('stock y-websocket clients sync over wss:// with the certificate trusted', 
 
 test('a client that does not trust the certificate cannot connect', async () => {
   const dir = tempDataDir()
-  const tls = selfSigned(dir)
+  const tls = selfSignedCert(dir)
   const server = await startServer(join(dir, 'data'), ['--tls-cert', tls.cert, '--tls-key', tls.key])
   const doubter = client(server.wsUrl, 'secure', WebSocket)
   try {

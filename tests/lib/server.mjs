@@ -1,7 +1,7 @@
 // Starts the real tandem binary for a test: random port, fresh data dir, address read from the
 // first stdout line. Shared by the interop and browser suites.
-import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -73,4 +73,23 @@ export function waitFor (what, cond, emitters, events = ['update'], ms = 20000) 
     }
     check()
   })
+}
+
+/**
+ * A throwaway self-signed certificate for localhost / 127.0.0.1, made with the openssl CLI in
+ * `dir`: the PEM paths for `--tls-cert` / `--tls-key`, the certificate itself (a client's `ca`),
+ * and base64(sha256(SubjectPublicKeyInfo)), which chromium's
+ * `--ignore-certificate-errors-spki-list` takes.
+ */
+export function selfSignedCert (dir) {
+  const cert = join(dir, 'cert.pem')
+  const key = join(dir, 'key.pem')
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'
+  ], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const spki = execFileSync('openssl', ['pkey', '-in', key, '-pubout', '-outform', 'der'])
+  const spkiHash = execFileSync('openssl', ['dgst', '-sha256', '-binary'], { input: spki }).toString('base64')
+  return { cert, key, ca: readFileSync(cert), spkiHash }
 }

@@ -4,9 +4,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
-use futures::StreamExt;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-
 use crate::server::{Server, TIMEOUT, binary};
 
 #[test]
@@ -77,25 +74,10 @@ fn invalid_room_names_get_400_before_the_upgrade() {
 async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), &[]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.url("term"))
+    let (ws, _) = tokio_tungstenite::connect_async(server.url("term"))
         .await
         .expect("connect");
-    // the server greets with SyncStep1: the room is live
-    let first = tokio::time::timeout(TIMEOUT, ws.next())
-        .await
-        .expect("greeting");
-    assert!(matches!(first, Some(Ok(WsMessage::Binary(_)))));
-    let status = tokio::task::spawn_blocking(move || server.terminate());
-    let mut code = None;
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(TIMEOUT, ws.next()).await {
-        if let WsMessage::Close(frame) = msg {
-            code = frame.map(|f| u16::from(f.code));
-            break;
-        }
-    }
-    assert_eq!(code, Some(1001));
-    let status = status.await.expect("join");
-    assert!(status.success(), "exit status {status:?}");
+    crate::server::sigterm_closes_with_1001(ws, server).await;
 }
 
 #[test]

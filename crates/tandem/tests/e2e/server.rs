@@ -77,3 +77,30 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `ws` is a live room connection to `server`: waits for the room's greeting (SyncStep1), sends
+/// the server SIGTERM, and checks that the socket is closed with 1001 and the process exits 0.
+pub async fn sigterm_closes_with_1001<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+    server: Server,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let first = tokio::time::timeout(TIMEOUT, ws.next())
+        .await
+        .expect("greeting");
+    assert!(matches!(first, Some(Ok(Message::Binary(_)))));
+    let status = tokio::task::spawn_blocking(move || server.terminate());
+    let mut code = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(TIMEOUT, ws.next()).await {
+        if let Message::Close(frame) = msg {
+            code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(1001));
+    let status = status.await.expect("join");
+    assert!(status.success(), "exit status {status:?}");
+}

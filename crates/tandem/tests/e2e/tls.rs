@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::server::{Server, TIMEOUT, binary};
 
@@ -96,26 +94,10 @@ async fn serve_with_tls_speaks_https_and_wss_and_stops_on_sigterm() {
         .await
         .expect("tls handshake");
     let url = format!("wss://localhost:{}/secure", server.addr.port());
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+    let (ws, _) = tokio_tungstenite::client_async(url, tls)
         .await
         .expect("wss upgrade");
-    // the server greets with SyncStep1: the room is live
-    let first = tokio::time::timeout(TIMEOUT, ws.next())
-        .await
-        .expect("greeting");
-    assert!(matches!(first, Some(Ok(WsMessage::Binary(_)))));
-
-    let status = tokio::task::spawn_blocking(move || server.terminate());
-    let mut code = None;
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(TIMEOUT, ws.next()).await {
-        if let WsMessage::Close(frame) = msg {
-            code = frame.map(|f| u16::from(f.code));
-            break;
-        }
-    }
-    assert_eq!(code, Some(1001));
-    let status = status.await.expect("join");
-    assert!(status.success(), "exit status {status:?}");
+    crate::server::sigterm_closes_with_1001(ws, server).await;
 }
 
 /// Runs `tandem serve` expecting it to exit by itself; a server that starts instead is killed
