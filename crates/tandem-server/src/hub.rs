@@ -82,6 +82,9 @@ pub struct RoomHandle {
     generation: u64,
     /// Connected peers, kept by the room task (read by listings without loading the room).
     peers: Arc<AtomicUsize>,
+    /// The first log position written but not yet durable (and so not yet published), 0 when no
+    /// write is in flight; kept by the room task, read by the change feed's replay.
+    unflushed: Arc<AtomicU64>,
 }
 
 /// Capacity of a room's change-feed broadcast; a subscriber further behind catches up from
@@ -104,9 +107,6 @@ pub struct Hub {
     /// Change feeds: durable log entries per room, for the SSE endpoint. Independent of room
     /// loading, so a subscriber survives unload/reload.
     feeds: Mutex<HashMap<String, broadcast::Sender<Arc<LogEntry>>>>,
-    /// Per room, the first log position written but not yet durable (and so not yet published):
-    /// the change feed's replay, which reads the store's log, stops before it.
-    unflushed: Mutex<HashMap<String, u64>>,
     /// Cancelled when shutdown starts (ends long-lived HTTP streams such as the change feed).
     pub closing: tokio_util::sync::CancellationToken,
     /// Prometheus metrics, scraped at `GET /metrics`.
@@ -128,7 +128,6 @@ impl Hub {
             tasks: TaskTracker::new(),
             loaded: tokio::sync::watch::Sender::new(0),
             feeds: Mutex::new(HashMap::new()),
-            unflushed: Mutex::new(HashMap::new()),
             closing: tokio_util::sync::CancellationToken::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
@@ -185,20 +184,12 @@ impl Hub {
     /// flight. Read it after reading the log: every entry the read saw at or past it may still
     /// be lost, every entry before it is durable.
     pub fn unflushed_from(&self, room: &str) -> Option<u64> {
-        let unflushed = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
-        unflushed.get(room).copied()
-    }
-
-    fn set_unflushed(&self, room: &str, from: Option<u64>) {
-        let mut unflushed = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
-        match from {
-            Some(seq) => {
-                unflushed.insert(room.to_owned(), seq);
-            }
-            None => {
-                unflushed.remove(room);
-            }
-        }
+        // A room that is not loaded has no write in flight.
+        let seq = self
+            .lock_rooms()
+            .get(room)
+            .map_or(0, |h| h.unflushed.load(Ordering::Acquire));
+        (seq != 0).then_some(seq)
     }
 
     /// Publishes durable entries to the room's feed subscribers (if any).
@@ -230,17 +221,19 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.config.room_queue_frames);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let peers = Arc::new(AtomicUsize::new(0));
+        let unflushed = Arc::new(AtomicU64::new(0));
         let handle = RoomHandle {
             tx,
             generation,
             peers: peers.clone(),
+            unflushed: unflushed.clone(),
         };
         rooms.insert(name.to_owned(), handle.clone());
         self.publish_loaded(&rooms);
         let hub = self.clone();
         let name = name.to_owned();
         self.tasks
-            .spawn(async move { room_task(hub, name, generation, rx, peers).await });
+            .spawn(async move { room_task(hub, name, generation, rx, peers, unflushed).await });
         handle
     }
 
@@ -592,6 +585,7 @@ async fn room_task(
     generation: u64,
     mut rx: mpsc::Receiver<RoomCmd>,
     peer_gauge: Arc<AtomicUsize>,
+    unflushed: Arc<AtomicU64>,
 ) {
     let load_start = Instant::now();
     let stored = match read_room(&hub, &name).await {
@@ -723,12 +717,12 @@ async fn room_task(
         // Marked before the log write, cleared once it is durable (or failed): a replay that
         // reads the log concurrently never sends an entry live subscribers have not been sent.
         let first_new = fx.append.first().map(|(seq, _)| *seq);
-        if first_new.is_some() {
-            hub.set_unflushed(&name, first_new);
+        if let Some(seq) = first_new {
+            unflushed.store(seq, Ordering::Release);
         }
         let persisted = host.persist(&fx).await;
         if let Err(e) = persisted {
-            hub.set_unflushed(&name, None);
+            unflushed.store(0, Ordering::Release);
             // Nothing unflushed may be confirmed: close everyone and drop the in-memory state so
             // the next load reads what storage really holds.
             tracing::error!(room = %name, error = %e, "storage failure");
@@ -743,7 +737,7 @@ async fn room_task(
         }
         hub.publish(&name, &fx);
         if first_new.is_some() {
-            hub.set_unflushed(&name, None);
+            unflushed.store(0, Ordering::Release);
         }
         hub.metrics.updates_applied.inc_by(fx.append.len() as u64);
         hub.metrics.denied_writes.inc_by(fx.denied_writes);
