@@ -76,6 +76,8 @@ export async function screenshot (page, name) {
 /** Puts the caret at the start or end of the editor and types `text` with real key presses. */
 export async function typeInEditor (page, text, where = 'end') {
   await page.locator('.cm-content').click()
+  // keystrokes sent before CodeMirror has taken focus would go nowhere
+  await page.waitForSelector('.cm-editor.cm-focused', { timeout: 10000 })
   await page.keyboard.press(where === 'start' ? 'Control+Home' : 'Control+End')
   await page.keyboard.type(text)
 }
