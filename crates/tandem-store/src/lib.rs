@@ -74,7 +74,9 @@ pub trait DocStore: Send + Sync + 'static {
     fn append(&self, room: &str, entries: &[(u64, LogRecord)]) -> Result<(), StoreError>;
     /// Makes every append and compaction so far durable.
     fn flush(&self) -> Result<(), StoreError>;
-    /// Atomically stores `snapshot` and deletes the log entries it covers (`<= snapshot.seq`).
+    /// Stores `snapshot`, replacing the room's previous one. From then on the log entries it
+    /// covers (`<= snapshot.seq`) are gone for every reader; an implementation may reclaim their
+    /// space later (in the background), since nothing reads them again.
     fn compact(&self, room: &str, snapshot: &Snapshot) -> Result<(), StoreError>;
     /// Deletes everything stored for a room.
     fn delete(&self, room: &str) -> Result<(), StoreError>;
@@ -82,7 +84,8 @@ pub trait DocStore: Send + Sync + 'static {
     fn list_rooms(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Stored-data summary of one room; `None` if nothing is stored.
     fn stats(&self, room: &str) -> Result<Option<RoomStats>, StoreError>;
-    /// Log entries with position `> after`, at most `limit`, in order.
+    /// Log entries with position `> after` not covered by the snapshot, at most `limit`, in
+    /// order.
     fn log_after(&self, room: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError>;
     /// Proves the store is open and writable (readiness probes): writes and flushes a small
     /// health record outside every room's keys. The default only flushes.

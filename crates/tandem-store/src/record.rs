@@ -73,6 +73,17 @@ impl Snapshot {
         out
     }
 
+    /// The position a stored snapshot covers, read from its header alone (no copy of the
+    /// document).
+    pub fn peek_seq(bytes: &[u8]) -> Result<u64, String> {
+        match bytes {
+            [SNAPSHOT_V1, seq @ ..] if seq.len() >= 16 => Ok(be_u64(&seq[..8])),
+            [SNAPSHOT_V1, ..] => Err("truncated snapshot header".into()),
+            [version, ..] => Err(format!("unknown snapshot version {version}")),
+            [] => Err("empty snapshot".into()),
+        }
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let (&version, rest) = bytes.split_first().ok_or("empty snapshot")?;
         if version != SNAPSHOT_V1 {
