@@ -8,7 +8,11 @@ import { execSync } from 'node:child_process'
 
 const [dir, out, command, started, serversArg] = process.argv.slice(2)
 const servers = serversArg.split(/\s+/).filter(Boolean)
-const peers = servers.filter((s) => s !== 'tandem')
+const peers = servers.filter((s) => !s.startsWith('tandem'))
+// `tandem-async` (Tandem in async durability, like every peer) runs fanout and saturate only.
+const full = servers.filter((s) => s !== 'tandem-async')
+const tandems = servers.filter((s) => s.startsWith('tandem'))
+const label = (s) => (s === 'tandem' ? 'Tandem' : 'Tandem (async)')
 
 const read = (s, wl) => {
   try {
@@ -24,8 +28,8 @@ const fmt = (v, d = 1) => (v === undefined || v === null || Number.isNaN(v) ? '�
 const sh = (c) => { try { return execSync(c, { encoding: 'utf8' }).trim() } catch { return '?' } }
 
 // Tandem's value over the best peer's; `lower` says whether lower is better.
-function ratio (get, lower, valid = (r) => !r.failed) {
-  const t = read('tandem', this)
+function ratio (get, lower, valid = (r) => !r.failed, who = 'tandem') {
+  const t = read(who, this)
   const vals = peers.map((p) => read(p, this)).filter(valid).map(get).filter((v) => typeof v === 'number' && v > 0)
   if (!valid(t) || typeof get(t) !== 'number' || vals.length === 0) return '–'
   const best = lower ? Math.min(...vals) : Math.max(...vals)
@@ -61,7 +65,9 @@ for (const [wl, title] of [['fanout-10x10', '10 rooms × 10 clients × 10 Hz'], 
     p(`| ${s} | ${fmt(r.deliveries_per_sec, 0)} | ${r.missing} | ${r.connect_failures} | ${fmt(r.latency.p50_ms, 2)} | ${fmt(r.latency.p95_ms, 2)} | ${fmt(r.latency.p99_ms, 2)} | ${fmt(r.latency.max_ms, 2)} | ${fmt(r.server_cpu_pct)} | ${fmt(r.server_peak_rss_mib)} | ${fmt(r.generator_cpu_pct)} |`)
   }
   const ok = (r) => !r.failed && r.missing === 0
-  p(`| **Tandem ÷ best peer** | | | | | | p99 ${ratio.call(wl, (r) => r.latency.p99_ms, true, ok)} | | CPU ${ratio.call(wl, (r) => r.server_cpu_pct, true, ok)} | RSS ${ratio.call(wl, (r) => r.server_peak_rss_mib, true, ok)} | |`)
+  for (const who of tandems) {
+    p(`| **${label(who)} ÷ best peer** | | | | | | p99 ${ratio.call(wl, (r) => r.latency.p99_ms, true, ok, who)} | | CPU ${ratio.call(wl, (r) => r.server_cpu_pct, true, ok, who)} | RSS ${ratio.call(wl, (r) => r.server_peak_rss_mib, true, ok, who)} | |`)
+  }
   p()
 }
 
@@ -75,7 +81,9 @@ for (const s of servers) {
   const b = r.best || {}
   p(`| ${s} | ${fmt(r.max_sustained_deliveries_per_sec, 0)} | ${fmt(b.params?.hz)} | ${fmt(b.latency?.p99_ms, 2)} | ${fmt(b.server_cpu_pct)} | ${r.stop_reason} |`)
 }
-p(`| **Tandem ÷ best peer** | ${ratio.call('saturate', (r) => r.max_sustained_deliveries_per_sec, false)} | | | | |`)
+for (const who of tandems) {
+  p(`| **${label(who)} ÷ best peer** | ${ratio.call('saturate', (r) => r.max_sustained_deliveries_per_sec, false, undefined, who)} | | | | |`)
+}
 p()
 
 p('### ingest: automerge-paper (B4) trace, one writer + 3 readers, then restart and verify')
@@ -84,7 +92,7 @@ p('Tandem is stopped with SIGKILL (sync durability); peers with SIGTERM after a 
 p()
 p('| server | updates | seconds | updates/s | server CPU s | restart | final text verified | writer clocks lost |')
 p('|---|---|---|---|---|---|---|---|')
-for (const s of servers) {
+for (const s of full) {
   const r = read(s, 'ingest')
   if (r.failed) { p(`| ${s} | failed: ${r.failed} |||||||`); continue }
   p(`| ${s} | ${r.updates} | ${fmt(r.secs, 2)} | ${fmt(r.updates_per_sec, 0)} | ${fmt(r.server_cpu_secs, 2)} | ${r.restart} | ${r.verified} | ${r.lost_clocks} |`)
@@ -98,7 +106,7 @@ const docs = ['S1.yjs', 'C1.yjs', 'A1.yjs']
 p(`| server | ${docs.join(' | ')} | all verified |`)
 p(`|---|${docs.map(() => '---').join('|')}|---|`)
 const doc = (r, f) => (r.docs || []).find((d) => d.file === f)
-for (const s of servers) {
+for (const s of full) {
   const r = read(s, 'coldload')
   if (r.failed) { p(`| ${s} | failed: ${r.failed} ||||`); continue }
   p(`| ${s} | ${docs.map((f) => fmt(doc(r, f)?.median_ms)).join(' | ')} | ${(r.docs || []).every((d) => d.verified)}${r.cold ? '' : ' (warm)'} |`)
@@ -115,7 +123,7 @@ p('### connections: idle clients over clients/10 rooms (one small document each)
 p()
 p('| server | clients | connected | KiB per idle connection | KiB per loaded small room (+1 connection) | RSS with all, MiB |')
 p('|---|---|---|---|---|---|')
-for (const s of servers) {
+for (const s of full) {
   const r = read(s, 'connections')
   if (r.failed) { p(`| ${s} | failed: ${r.failed} |||||`); continue }
   p(`| ${s} | ${r.clients} | ${r.connected} | ${fmt(r.kib_per_connection)} | ${fmt(r.kib_per_room)} | ${fmt(r.rss_all_kib / 1024)} |`)
