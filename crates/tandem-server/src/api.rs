@@ -538,10 +538,16 @@ async fn post_update(
     }
     let limits = hub.config.room.update_limits;
     let update = if v2 {
-        blocking(move || v2::v2_to_v1(&body, limits.max_any_depth))
+        let max_v1 = hub.config.max_frame_bytes;
+        blocking(move || v2::v2_to_v1(&body, limits.max_any_depth, max_v1))
             .await?
             .map_err(|e| match e {
                 v2::V2Error::TooDeep(_) => ApiError::bad("too_deep", e.to_string()),
+                v2::V2Error::TooLarge(_) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    e.to_string(),
+                ),
                 v2::V2Error::Invalid(_) => ApiError::bad("invalid_update", e.to_string()),
             })?
     } else {

@@ -8,6 +8,12 @@
 //! in a decoder whose `read_any`/`read_json` build the value iteratively, reading exactly the
 //! bytes `Any::decode` reads, and refuse nesting deeper than the configured limit. The v1
 //! re-encoding then goes through the v1 validator like any other update.
+//!
+//! The wrapper also bounds the work a body can ask for. v2 run-length encodes its columns, so
+//! a 25-byte body can declare twenty million GC blocks (40 MB of v1, 1.4 s and ~650 MB to
+//! decode). Every v1 block takes at least two bytes, so a body may declare at most
+//! `max_v1_bytes / 2` blocks, and the v1 result must fit `max_v1_bytes`, the same bound a v1
+//! body has.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +28,8 @@ use yrs::{Any, ClientID, ID, Number, Update};
 pub(crate) enum V2Error {
     /// An `Any` value nests deeper than the limit.
     TooDeep(usize),
+    /// The update, as v1, would exceed this many bytes.
+    TooLarge(usize),
     /// Anything else yrs' decoder refused.
     Invalid(String),
 }
@@ -35,14 +43,21 @@ impl std::fmt::Display for V2Error {
                     "invalid v2 update: a value nests deeper than {max} levels"
                 )
             }
+            V2Error::TooLarge(max) => {
+                write!(f, "the update decodes to more than {max} bytes of v1")
+            }
             V2Error::Invalid(e) => write!(f, "invalid v2 update: {e}"),
         }
     }
 }
 
-/// Decodes a v2 update (depth-limited) and re-encodes it as v1, behind `catch_unwind` (yrs may
-/// panic on hostile bytes).
-pub(crate) fn v2_to_v1(bytes: &[u8], max_depth: usize) -> Result<Vec<u8>, V2Error> {
+/// Decodes a v2 update (depth- and size-limited) and re-encodes it as v1, behind
+/// `catch_unwind` (yrs may panic on hostile bytes).
+pub(crate) fn v2_to_v1(
+    bytes: &[u8],
+    max_depth: usize,
+    max_v1_bytes: usize,
+) -> Result<Vec<u8>, V2Error> {
     let run = || -> Result<Vec<u8>, V2Error> {
         let inner =
             DecoderV2::new(Cursor::new(bytes)).map_err(|e| V2Error::Invalid(e.to_string()))?;
@@ -50,10 +65,19 @@ pub(crate) fn v2_to_v1(bytes: &[u8], max_depth: usize) -> Result<Vec<u8>, V2Erro
             inner,
             max_depth,
             too_deep: false,
+            blocks_left: max_v1_bytes / 2,
+            too_many_blocks: false,
         };
         match Update::decode(&mut decoder) {
-            Ok(update) => Ok(update.encode_v1()),
+            Ok(update) => {
+                let v1 = update.encode_v1();
+                if v1.len() > max_v1_bytes {
+                    return Err(V2Error::TooLarge(max_v1_bytes));
+                }
+                Ok(v1)
+            }
             Err(_) if decoder.too_deep => Err(V2Error::TooDeep(max_depth)),
+            Err(_) if decoder.too_many_blocks => Err(V2Error::TooLarge(max_v1_bytes)),
             Err(e) => Err(V2Error::Invalid(e.to_string())),
         }
     };
@@ -63,11 +87,14 @@ pub(crate) fn v2_to_v1(bytes: &[u8], max_depth: usize) -> Result<Vec<u8>, V2Erro
     }
 }
 
-/// yrs' `DecoderV2` with an iterative, depth-limited `Any` reader.
+/// yrs' `DecoderV2` with an iterative, depth-limited `Any` reader and a block budget.
 struct DepthLimited<'a> {
     inner: DecoderV2<'a>,
     max_depth: usize,
     too_deep: bool,
+    /// Blocks the body may still declare (yrs reads one info byte per block).
+    blocks_left: usize,
+    too_many_blocks: bool,
 }
 
 /// A container being filled: its values so far and how many are still to come.
@@ -189,6 +216,13 @@ impl Decoder for DepthLimited<'_> {
         self.inner.read_client()
     }
     fn read_info(&mut self) -> Result<u8, Error> {
+        match self.blocks_left.checked_sub(1) {
+            Some(left) => self.blocks_left = left,
+            None => {
+                self.too_many_blocks = true;
+                return Err(Error::Custom("too many blocks".into()));
+            }
+        }
         self.inner.read_info()
     }
     fn read_parent_info(&mut self) -> Result<bool, Error> {
@@ -226,6 +260,8 @@ mod tests {
     };
 
     const MARKER: &str = "NESTING-MARKER-7f3a";
+    /// The server's default bound on an update (`max_frame_bytes`).
+    const MAX: usize = 16 * 1024 * 1024;
 
     /// A v2 update carrying `MARKER` as an `Any` string inside map content (`in_embed`: inside
     /// a text embed instead), plus assorted other content.
@@ -296,18 +332,18 @@ mod tests {
     fn same_result_as_yrs_for_ordinary_updates() {
         for in_embed in [false, true] {
             let v2 = v2_with_marker(in_embed);
-            let ours = v2_to_v1(&v2, 64).unwrap();
+            let ours = v2_to_v1(&v2, 64, MAX).unwrap();
             let theirs = Update::decode_v2(&v2).unwrap().encode_v1();
             assert_eq!(state(&ours), state(&theirs));
             // nesting within the limit is kept, value for value
             let nested = splice_nesting(&v2, 63, false); // + the array around the marker
-            let ours = v2_to_v1(&nested, 64).unwrap();
+            let ours = v2_to_v1(&nested, 64, MAX).unwrap();
             assert_eq!(
                 state(&ours),
                 state(&Update::decode_v2(&nested).unwrap().encode_v1())
             );
             let nested = splice_nesting(&v2, 10, true);
-            let ours = v2_to_v1(&nested, 64).unwrap();
+            let ours = v2_to_v1(&nested, 64, MAX).unwrap();
             assert_eq!(
                 state(&ours),
                 state(&Update::decode_v2(&nested).unwrap().encode_v1())
@@ -325,7 +361,7 @@ mod tests {
         let v2 = doc
             .transact()
             .encode_state_as_update_v2(&StateVector::default());
-        let ours = v2_to_v1(&v2, 64).unwrap();
+        let ours = v2_to_v1(&v2, 64, MAX).unwrap();
         let reference = Update::decode_v2(&v2).unwrap().encode_v1();
         assert_eq!(ours.len(), reference.len());
         assert!(tandem_protocol::validate_update_v1(&ours, &Default::default()).is_ok());
@@ -335,18 +371,57 @@ mod tests {
     fn too_deep_and_garbage_are_errors() {
         let v2 = v2_with_marker(false);
         assert_eq!(
-            v2_to_v1(&splice_nesting(&v2, 65, false), 64),
+            v2_to_v1(&splice_nesting(&v2, 65, false), 64, MAX),
             Err(V2Error::TooDeep(64))
         );
         assert_eq!(
-            v2_to_v1(&splice_nesting(&v2, 65, true), 64),
+            v2_to_v1(&splice_nesting(&v2, 65, true), 64, MAX),
             Err(V2Error::TooDeep(64))
         );
-        assert!(matches!(v2_to_v1(&[1, 2, 3], 64), Err(V2Error::Invalid(_))));
         assert!(matches!(
-            v2_to_v1(&v2[..v2.len() - 3], 64),
+            v2_to_v1(&[1, 2, 3], 64, MAX),
             Err(V2Error::Invalid(_))
         ));
+        assert!(matches!(
+            v2_to_v1(&v2[..v2.len() - 3], 64, MAX),
+            Err(V2Error::Invalid(_))
+        ));
+    }
+
+    /// A v2 update of `blocks` one-clock GC blocks: the info and length columns are
+    /// run-length encoded, so the body stays a few dozen bytes however many blocks it declares.
+    fn gc_bomb(blocks: u32) -> Vec<u8> {
+        use yrs::encoding::write::Write;
+        use yrs::updates::encoder::{Encoder, EncoderV2};
+        let mut e = EncoderV2::new();
+        e.write_var(1u32); // clients
+        e.write_var(blocks); // blocks of the one client
+        e.write_client(ClientID::new(1));
+        e.write_var(0u32); // first clock
+        for _ in 0..blocks {
+            e.write_info(0); // GC
+            e.write_len(1);
+        }
+        e.write_var(0u32); // empty delete set
+        e.to_vec()
+    }
+
+    #[test]
+    fn declared_work_is_bounded_like_a_v1_body() {
+        // within the bound: the same blocks yrs itself decodes
+        let body = gc_bomb(1000);
+        let ours = v2_to_v1(&body, 64, MAX).unwrap();
+        assert_eq!(ours, Update::decode_v2(&body).unwrap().encode_v1());
+        // 20 million blocks in 25 bytes: refused after at most MAX / 2 of them
+        let body = gc_bomb(20_000_000);
+        assert!(body.len() < 32);
+        assert_eq!(v2_to_v1(&body, 64, MAX), Err(V2Error::TooLarge(MAX)));
+        // the block budget and the final size check agree at small limits too
+        assert_eq!(
+            v2_to_v1(&gc_bomb(1000), 64, 1000),
+            Err(V2Error::TooLarge(1000))
+        );
+        assert!(v2_to_v1(&gc_bomb(1000), 64, 2100).is_ok());
     }
 
     /// 100,000 nested arrays / maps in an `Any` (and in an embed) on a 256 KiB stack: yrs'
@@ -360,7 +435,7 @@ mod tests {
                 for in_embed in [false, true] {
                     for maps in [false, true] {
                         let body = splice_nesting(&v2_with_marker(in_embed), 100_000, maps);
-                        results.push(v2_to_v1(&body, 64));
+                        results.push(v2_to_v1(&body, 64, MAX));
                     }
                 }
                 results

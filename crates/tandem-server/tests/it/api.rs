@@ -326,6 +326,44 @@ async fn deeply_nested_values_in_post_bodies_are_refused_too_deep() {
     server.stop().await;
 }
 
+/// v2 columns are run-length encoded: 25 bytes can declare twenty million GC blocks (40 MB of
+/// v1, ~650 MB of memory to decode). The body is refused with 413 before that work is done,
+/// nothing is stored, and the server keeps serving.
+#[tokio::test]
+async fn a_tiny_v2_body_declaring_millions_of_blocks_is_refused_413() {
+    use yrs::encoding::write::Write;
+    use yrs::updates::encoder::{Encoder, EncoderV2};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), test_config()).await;
+    let mut e = EncoderV2::new();
+    e.write_var(1u32); // one client
+    e.write_var(20_000_000u32); // blocks
+    e.write_client(yrs::ClientID::new(1));
+    e.write_var(0u32); // first clock
+    for _ in 0..20_000_000 {
+        e.write_info(0); // GC, length 1
+        e.write_len(1);
+    }
+    e.write_var(0u32); // empty delete set
+    let body = e.to_vec();
+    assert!(body.len() < 32, "{} bytes", body.len());
+    let r = request(
+        server.addr,
+        "POST",
+        "/api/rooms/bomb/update?encoding=v2",
+        &[],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.code(), "payload_too_large");
+    assert_eq!(get(server.addr, "/api/rooms/bomb").await.status, 404);
+    let doc = Doc::with_client_id(3);
+    let ok = post(server.addr, "bomb", &text_update(&doc, "still here")).await;
+    assert_eq!(ok.status, 200);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn post_update_reaches_peers_storage_and_rejects_garbage() {
     let dir = tempfile::tempdir().expect("tempdir");
