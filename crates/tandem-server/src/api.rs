@@ -595,6 +595,8 @@ async fn delete_room(hub: &Arc<Hub>, room: &str) -> ApiResult {
     if !existed {
         return Err(ApiError::not_found(room));
     }
+    // Held until storage is gone: peers reconnecting meanwhile are refused, not loaded.
+    let _deleting = hub.begin_delete(room);
     hub.close_room(room, (close::ROOM_DELETED, "room deleted".into()))
         .await;
     let store = hub.store().clone();
@@ -818,8 +820,8 @@ mod feed_tests {
     };
     use yrs::{GetString, Text};
 
-    /// A sled store whose `flush` can be held: while closed, a flush reports that it started
-    /// and then waits for the gate to open.
+    /// A sled store whose `flush` and `delete` can be held: while closed, either reports that
+    /// it started and then waits for the gate to open.
     struct GatedStore {
         inner: SledStore,
         closed: Mutex<bool>,
@@ -832,6 +834,16 @@ mod feed_tests {
             *self.closed.lock().unwrap() = closed;
             self.opened.notify_all();
         }
+
+        fn pass(&self) {
+            let mut closed = self.closed.lock().unwrap();
+            if *closed {
+                let _ = self.entered.send(());
+                while *closed {
+                    closed = self.opened.wait(closed).unwrap();
+                }
+            }
+        }
     }
 
     impl DocStore for GatedStore {
@@ -842,20 +854,14 @@ mod feed_tests {
             self.inner.append(room, entries)
         }
         fn flush(&self) -> Result<(), StoreError> {
-            let mut closed = self.closed.lock().unwrap();
-            if *closed {
-                let _ = self.entered.send(());
-                while *closed {
-                    closed = self.opened.wait(closed).unwrap();
-                }
-            }
-            drop(closed);
+            self.pass();
             self.inner.flush()
         }
         fn compact(&self, room: &str, snapshot: &Snapshot) -> Result<(), StoreError> {
             self.inner.compact(room, snapshot)
         }
         fn delete(&self, room: &str) -> Result<(), StoreError> {
+            self.pass();
             self.inner.delete(room)
         }
         fn list_rooms(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -955,6 +961,56 @@ mod feed_tests {
         assert_eq!(hub.unflushed_from("feed"), None);
         assert_eq!(replay(&hub, "feed", 1, &tx).await, Some(2));
         assert!(rx.try_recv().is_ok());
+        hub.shutdown().await;
+    }
+
+    /// A peer or writer arriving while a DELETE is under way must not load the old state:
+    /// storage is about to lose it, and the room would then append after positions that no
+    /// longer exist. It is refused until the delete is done; then the room starts empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_being_deleted_refuses_to_load_until_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let store = Arc::new(GatedStore {
+            inner: SledStore::open(&StoreConfig::new(dir.path())).unwrap(),
+            closed: Mutex::new(false),
+            opened: Condvar::new(),
+            entered: entered_tx,
+        });
+        let hub = Hub::new(store.clone(), crate::ServerConfig::default());
+        apply(&hub, edit(&yrs::Doc::with_client_id(5), "old"))
+            .await
+            .unwrap();
+
+        store.set_closed(true);
+        let _open = OpenOnDrop(store.clone());
+        let deleting = {
+            let hub = hub.clone();
+            tokio::spawn(async move { delete_room(&hub, "feed").await.map(|_| ()) })
+        };
+        // the room's peers are closed and the delete is waiting at the store
+        entered.recv().await.unwrap();
+        let early = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            apply(&hub, edit(&yrs::Doc::with_client_id(6), "early")),
+        )
+        .await
+        .expect("refused at once, not loaded and left waiting on the store");
+        assert!(
+            matches!(&early, Err(ApplyError::Unavailable(m)) if m.contains("being deleted")),
+            "{early:?}"
+        );
+        assert!(!hub.is_loaded("feed"));
+
+        store.set_closed(false);
+        assert!(deleting.await.unwrap().is_ok());
+        apply(&hub, edit(&yrs::Doc::with_client_id(7), "fresh"))
+            .await
+            .unwrap();
+        let stored = hub.store().load("feed").unwrap();
+        assert!(stored.snapshot.is_none());
+        assert_eq!(stored.log.len(), 1, "only the write after the delete");
+        assert_eq!(stored.log[0].seq, 1);
         hub.shutdown().await;
     }
 }

@@ -111,6 +111,27 @@ pub struct Hub {
     pub closing: tokio_util::sync::CancellationToken,
     /// Prometheus metrics, scraped at `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Rooms whose stored data is being deleted (with the number of deletions under way): a
+    /// room task started meanwhile refuses everything instead of loading what is about to go.
+    deleting: Mutex<HashMap<String, usize>>,
+}
+
+/// Marks a room as being deleted until dropped (see [`Hub::begin_delete`]).
+pub struct Deletion {
+    hub: Arc<Hub>,
+    name: String,
+}
+
+impl Drop for Deletion {
+    fn drop(&mut self) {
+        let mut deleting = self.hub.deleting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = deleting.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                deleting.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -130,7 +151,32 @@ impl Hub {
             feeds: Mutex::new(HashMap::new()),
             closing: tokio_util::sync::CancellationToken::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            deleting: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Marks `name` as being deleted: until the returned guard drops, the room cannot load (a
+    /// peer reconnecting in the middle of a delete would otherwise load the old state just
+    /// before storage loses it, and the room's next writes would build on positions that no
+    /// longer exist). Take it before closing the room's peers.
+    pub fn begin_delete(self: &Arc<Self>, name: &str) -> Deletion {
+        *self
+            .deleting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_insert(0) += 1;
+        Deletion {
+            hub: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn is_being_deleted(&self, name: &str) -> bool {
+        self.deleting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
     }
 
     pub fn store(&self) -> &Arc<dyn DocStore> {
@@ -559,7 +605,6 @@ async fn refuse_all(
     reason: String,
     early: WarmUp,
 ) {
-    tracing::error!(room = %name, %reason, "room cannot be loaded");
     for (_, _, conn) in early.joined {
         let _ = conn.close.send((
             close::ROOM_UNAVAILABLE,
@@ -587,10 +632,16 @@ async fn room_task(
     peer_gauge: Arc<AtomicUsize>,
     unflushed: Arc<AtomicU64>,
 ) {
+    if hub.is_being_deleted(&name) {
+        tracing::info!(room = %name, "refusing a room that is being deleted");
+        let reason = "the room is being deleted; reconnect".to_owned();
+        return refuse_all(&hub, &name, generation, rx, reason, WarmUp::default()).await;
+    }
     let load_start = Instant::now();
     let stored = match read_room(&hub, &name).await {
         Ok(stored) => stored,
         Err(reason) => {
+            tracing::error!(room = %name, %reason, "room cannot be loaded");
             return refuse_all(&hub, &name, generation, rx, reason, WarmUp::default()).await;
         }
     };
@@ -603,7 +654,10 @@ async fn room_task(
     };
     let mut room = match room {
         Ok(room) => room,
-        Err(reason) => return refuse_all(&hub, &name, generation, rx, reason, early).await,
+        Err(reason) => {
+            tracing::error!(room = %name, %reason, "room cannot be loaded");
+            return refuse_all(&hub, &name, generation, rx, reason, early).await;
+        }
     };
     tracing::debug!(
         room = %name,
