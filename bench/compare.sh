@@ -10,7 +10,7 @@
 #   SERVERS="tandem tandem-async y-websocket hocuspocus y-sweet"   which servers to run
 #     (tandem: sync durability, an fsync before every acknowledgement; tandem-async: async
 #     durability, as every peer persists, for fanout and saturate only)
-#   FANOUT_SECS=10  SAT_STEP_SECS=4  SAT_MAX_STEPS=11  INGEST_OPS=  (empty = whole trace)
+#   FANOUT_SECS=10  SAT_STEP_SECS=4  SAT_MAX_STEPS=13  INGEST_OPS=  (empty = whole trace)
 #   INGEST_MAX_SECS=300  a server still pushing the trace after this long is reported as such
 #   COLD_REPEAT=3   CONN_CLIENTS=1000   TRACES=<dir>   OUT=BENCHMARKS.md   PEERS_DIR=bench/.peers
 #   QUICK=1         tiny sizes, to check the script itself (minutes → seconds)
@@ -23,7 +23,7 @@ TRACES="${TRACES:-$(cd "$ROOT/.." && pwd)/shared/traces}"
 SERVERS="${SERVERS:-tandem tandem-async y-websocket hocuspocus y-sweet}"
 FANOUT_SECS="${FANOUT_SECS:-10}"
 SAT_STEP_SECS="${SAT_STEP_SECS:-4}"
-SAT_MAX_STEPS="${SAT_MAX_STEPS:-11}"
+SAT_MAX_STEPS="${SAT_MAX_STEPS:-13}"
 INGEST_OPS="${INGEST_OPS:-}"
 INGEST_MAX_SECS="${INGEST_MAX_SECS:-300}"
 COLD_REPEAT="${COLD_REPEAT:-3}"
