@@ -1000,10 +1000,17 @@ mod feed_tests {
             matches!(&early, Err(ApplyError::Unavailable(m)) if m.contains("being deleted")),
             "{early:?}"
         );
-        assert!(!hub.is_loaded("feed"));
-
         store.set_closed(false);
         assert!(deleting.await.unwrap().is_ok());
+        // the refusing room task ends once its queue is empty
+        let mut loaded = hub.watch_loaded_rooms();
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while hub.is_loaded("feed") {
+                loaded.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the refusing room task ended");
         apply(&hub, edit(&yrs::Doc::with_client_id(7), "fresh"))
             .await
             .unwrap();
