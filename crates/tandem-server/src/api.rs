@@ -966,9 +966,9 @@ mod feed_tests {
 
     /// A peer or writer arriving while a DELETE is under way must not load the old state:
     /// storage is about to lose it, and the room would then append after positions that no
-    /// longer exist. It is refused until the delete is done; then the room starts empty.
+    /// longer exist. Its commands wait until the delete is done; then the room starts empty.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_room_being_deleted_refuses_to_load_until_it_is_gone() {
+    async fn a_room_being_deleted_loads_only_once_it_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
         let store = Arc::new(GatedStore {
@@ -990,34 +990,40 @@ mod feed_tests {
         };
         // the room's peers are closed and the delete is waiting at the store
         entered.recv().await.unwrap();
-        let early = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            apply(&hub, edit(&yrs::Doc::with_client_id(6), "early")),
-        )
-        .await
-        .expect("refused at once, not loaded and left waiting on the store");
-        assert!(
-            matches!(&early, Err(ApplyError::Unavailable(m)) if m.contains("being deleted")),
-            "{early:?}"
-        );
-        store.set_closed(false);
-        assert!(deleting.await.unwrap().is_ok());
-        // the refusing room task ends once its queue is empty
+        let early = {
+            let hub = hub.clone();
+            tokio::spawn(
+                async move { apply(&hub, edit(&yrs::Doc::with_client_id(6), "early")).await },
+            )
+        };
+        // its room task exists while the delete is still held
         let mut loaded = hub.watch_loaded_rooms();
         tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            while hub.is_loaded("feed") {
+            while !hub.is_loaded("feed") {
                 loaded.changed().await.unwrap();
             }
         })
         .await
-        .expect("the refusing room task ended");
+        .expect("the early writer's room task started");
+
+        store.set_closed(false);
+        assert!(deleting.await.unwrap().is_ok());
+        early
+            .await
+            .unwrap()
+            .expect("applied once the delete was done");
+        let stored = hub.store().load("feed").unwrap();
+        assert!(stored.snapshot.is_none());
+        let seqs: Vec<u64> = stored.log.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            [1],
+            "only the early write, at the first position of an empty room"
+        );
         apply(&hub, edit(&yrs::Doc::with_client_id(7), "fresh"))
             .await
             .unwrap();
-        let stored = hub.store().load("feed").unwrap();
-        assert!(stored.snapshot.is_none());
-        assert_eq!(stored.log.len(), 1, "only the write after the delete");
-        assert_eq!(stored.log[0].seq, 1);
+        assert_eq!(hub.store().load("feed").unwrap().next_seq, 3);
         hub.shutdown().await;
     }
 }

@@ -112,8 +112,10 @@ pub struct Hub {
     /// Prometheus metrics, scraped at `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Rooms whose stored data is being deleted (with the number of deletions under way): a
-    /// room task started meanwhile refuses everything instead of loading what is about to go.
+    /// room task started meanwhile holds its commands until the data is gone, then loads.
     deleting: Mutex<HashMap<String, usize>>,
+    /// Notified whenever a deletion ends.
+    deletion_done: tokio::sync::Notify,
 }
 
 /// Marks a room as being deleted until dropped (see [`Hub::begin_delete`]).
@@ -131,6 +133,8 @@ impl Drop for Deletion {
                 deleting.remove(&self.name);
             }
         }
+        drop(deleting);
+        self.hub.deletion_done.notify_waiters();
     }
 }
 
@@ -152,13 +156,14 @@ impl Hub {
             closing: tokio_util::sync::CancellationToken::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             deleting: Mutex::new(HashMap::new()),
+            deletion_done: tokio::sync::Notify::new(),
         })
     }
 
     /// Marks `name` as being deleted: until the returned guard drops, the room cannot load (a
     /// peer reconnecting in the middle of a delete would otherwise load the old state just
     /// before storage loses it, and the room's next writes would build on positions that no
-    /// longer exist). Take it before closing the room's peers.
+    /// longer exist). Take it before closing the room's peers. See [`await_deletion`].
     pub fn begin_delete(self: &Arc<Self>, name: &str) -> Deletion {
         *self
             .deleting
@@ -595,6 +600,35 @@ fn refuse(cmd: RoomCmd, reason: &str) {
     }
 }
 
+/// While `name` is being deleted, holds the room's commands instead of loading what storage is
+/// about to lose; returns them (to run after the load) once the deletion is over. A `CloseAll`
+/// or `Shutdown` meanwhile (the deletion closing this very room, or the server stopping) ends
+/// the wait with `Err`: the held commands are to be refused.
+async fn await_deletion(
+    hub: &Hub,
+    name: &str,
+    rx: &mut mpsc::Receiver<RoomCmd>,
+) -> Result<Vec<RoomCmd>, Vec<RoomCmd>> {
+    let mut held = Vec::new();
+    loop {
+        let done = hub.deletion_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if !hub.is_being_deleted(name) {
+            return Ok(held);
+        }
+        tracing::debug!(room = %name, "waiting for the room's deletion before loading it");
+        tokio::select! {
+            _ = &mut done => {}
+            cmd = rx.recv() => match cmd {
+                None => return Err(held),
+                Some(RoomCmd::CloseAll(_) | RoomCmd::Shutdown) => return Err(held),
+                Some(cmd) => held.push(cmd),
+            },
+        }
+    }
+}
+
 /// Answers every command with the load failure until the queue is empty, then exits so a later
 /// connection retries the load. The stored data is never written.
 async fn refuse_all(
@@ -632,11 +666,17 @@ async fn room_task(
     peer_gauge: Arc<AtomicUsize>,
     unflushed: Arc<AtomicU64>,
 ) {
-    if hub.is_being_deleted(&name) {
-        tracing::info!(room = %name, "refusing a room that is being deleted");
-        let reason = "the room is being deleted; reconnect".to_owned();
-        return refuse_all(&hub, &name, generation, rx, reason, WarmUp::default()).await;
-    }
+    let held = match await_deletion(&hub, &name, &mut rx).await {
+        Ok(held) => held,
+        Err(held) => {
+            let reason = "the room was deleted; reconnect".to_owned();
+            let early = WarmUp {
+                deferred: held,
+                ..WarmUp::default()
+            };
+            return refuse_all(&hub, &name, generation, rx, reason, early).await;
+        }
+    };
     let load_start = Instant::now();
     let stored = match read_room(&hub, &name).await {
         Ok(stored) => stored,
@@ -681,7 +721,8 @@ async fn room_task(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since = Instant::now();
     // Commands that waited for the rebuild are the first batch.
-    let mut batch = early.deferred;
+    let mut batch = held;
+    batch.extend(early.deferred);
     'run: loop {
         if batch.is_empty() {
             tokio::select! {
