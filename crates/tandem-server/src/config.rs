@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Serve HTTPS/WSS with this certificate and key instead of plain HTTP/WS.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// An HTTP/1 client must send a request's headers within this long (also while a
+    /// keep-alive connection waits for its next request), or the connection is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
             auth: None,
             allowed_origins: Vec::new(),
             tls: None,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -13,6 +13,7 @@ mod config;
 mod flusher;
 pub mod hub;
 pub mod json;
+mod listen;
 pub mod metrics;
 mod routes;
 pub mod tls;
@@ -55,15 +56,12 @@ pub async fn serve(
     let stopped = async {
         let _ = stopped.await;
     };
-    let server = match hub.config.tls.clone() {
-        None => tokio::spawn(
-            warp::serve(routes::routes(hub.clone()))
-                .incoming(listener)
-                .graceful(stopped)
-                .run(),
-        ),
-        Some(tls) => tokio::spawn(tls::serve(listener, hub.clone(), tls, stopped)),
-    };
+    let server = tokio::spawn(listen::serve(
+        listener,
+        hub.clone(),
+        hub.config.tls.clone(),
+        stopped,
+    ));
     shutdown.await;
     tracing::info!("shutting down: closing rooms");
     let _ = stop_accepting.send(());

@@ -1,28 +1,16 @@
 //! Built-in TLS: HTTPS for the API and the demo, WSS for rooms, on one port.
 //!
-//! warp 0.4 has no TLS support and its listener trait is private, so with TLS on the server runs
-//! its own accept loop: a TCP accept, then (in the connection's own task, bounded by
-//! [`HANDSHAKE_TIMEOUT`]) a rustls handshake, then hyper's HTTP/1.1-or-2 connection with upgrades
-//! over `warp::service(routes)`, so the routes and our WebSocket upgrade run unchanged. A failed
-//! handshake (plain HTTP on the TLS port, a scanner, an untrusting client) drops only that
-//! connection. rustls uses the `ring` provider.
+//! This module loads the certificate and key; the accept loop in `listen.rs` runs the rustls
+//! handshake in each connection's own task, bounded by [`HANDSHAKE_TIMEOUT`]. A failed handshake
+//! (plain HTTP on the TLS port, a scanner, an untrusting client) drops only that connection.
+//! rustls uses the `ring` provider.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-
-use crate::hub::Hub;
 
 /// Longest a client may take to complete its TLS handshake before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +46,7 @@ pub enum TlsError {
 /// A server-side TLS configuration (certificate chain + private key); cheap to clone.
 #[derive(Clone)]
 pub struct TlsConfig {
-    inner: Arc<rustls::ServerConfig>,
+    pub(crate) inner: Arc<rustls::ServerConfig>,
 }
 
 /// Names the protocols only: the server config is printed with `ServerConfig`, and key
@@ -134,78 +122,4 @@ impl TlsConfig {
     pub fn rustls(&self) -> &Arc<rustls::ServerConfig> {
         &self.inner
     }
-}
-
-/// Serves the hub's routes over TLS until `stop` resolves; then stops accepting, abandons
-/// handshakes in progress, asks open HTTP connections to finish, and returns once they have.
-/// (Upgraded WebSockets are no longer HTTP connections: the hub closes them.)
-pub(crate) async fn serve(
-    listener: TcpListener,
-    hub: Arc<Hub>,
-    tls: TlsConfig,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    let routes = crate::routes::routes(hub);
-    let acceptor = TlsAcceptor::from(tls.inner);
-    let graceful = GracefulShutdown::new();
-    let cancel = CancellationToken::new();
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    if !is_connection_error(&e) {
-                        // e.g. out of file descriptors: back off instead of spinning
-                        tracing::error!(error = %e, "accept failed");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = &mut stop => break,
-                        }
-                    }
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(warp::service(routes.clone()));
-        let watcher = graceful.watcher();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let stream = tokio::select! {
-                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "tls handshake timed out");
-                        return;
-                    }
-                },
-                _ = cancel.cancelled() => return,
-            };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%remote, error = %e, "https connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    cancel.cancel();
-    graceful.shutdown().await;
-}
-
-/// Errors of one incoming connection that `accept` reports; the listener itself is fine.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::ConnectionReset
-    )
 }

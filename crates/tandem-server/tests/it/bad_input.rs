@@ -225,3 +225,44 @@ async fn random_truncated_and_bit_flipped_frames_never_hurt_the_room() {
         fx.still_healthy(round).await;
     }
 }
+
+/// A client that connects and then sends nothing, or only part of a request, is closed once
+/// the header timeout passes (it used to hold its socket forever). WebSockets are past their
+/// request and stay open, and ordinary requests are unaffected.
+#[tokio::test]
+async fn silent_and_slow_http_clients_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = tandem_server::ServerConfig {
+        header_read_timeout: std::time::Duration::from_millis(500),
+        ..test_config()
+    };
+    let server = TestServer::start(dir.path(), config).await;
+    let mut ws = Client::synced(&server.url("quiet"), 1).await;
+    let mut probes = Vec::new();
+    for partial in [&b""[..], b"G", b"GET /healthz HT", b"PRI * HTTP/2.0\r\n"] {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(partial).await.expect("write");
+        probes.push((partial, tcp));
+    }
+    for (partial, mut tcp) in probes {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{partial:?}: still open after 10 s"));
+        assert!(
+            matches!(n, Ok(0) | Err(_)),
+            "{partial:?}: expected the server to close, got {n:?}"
+        );
+    }
+    // the WebSocket opened before them, idle all along, still syncs
+    ws.insert_text("t", 0, "still here").await;
+    let mut other = Client::synced(&server.url("quiet"), 2).await;
+    other
+        .wait_until("the idle socket's edit", |c| c.text("t") == "still here")
+        .await;
+    assert_eq!(crate::http::get(server.addr, "/healthz").await.status, 200);
+    server.stop().await;
+}
