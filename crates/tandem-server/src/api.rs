@@ -880,6 +880,26 @@ mod feed_tests {
         }
     }
 
+    /// A hub (default config: sync durability) over an open-gated store in `dir`, and the
+    /// channel on which the store reports a held flush or delete.
+    fn gated_hub(
+        dir: &std::path::Path,
+    ) -> (
+        Arc<GatedStore>,
+        Arc<Hub>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
+        let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
+        let store = Arc::new(GatedStore {
+            inner: SledStore::open(&StoreConfig::new(dir)).unwrap(),
+            closed: Mutex::new(false),
+            opened: Condvar::new(),
+            entered: entered_tx,
+        });
+        let hub = Hub::new(store.clone(), crate::ServerConfig::default());
+        (store, hub, entered)
+    }
+
     /// Opens the gate when dropped, so a failing assertion cannot leave a flush blocked (and
     /// the runtime waiting for it) forever.
     struct OpenOnDrop(Arc<GatedStore>);
@@ -917,14 +937,7 @@ mod feed_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replay_stops_before_entries_not_yet_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
-        let store = Arc::new(GatedStore {
-            inner: SledStore::open(&StoreConfig::new(dir.path())).unwrap(),
-            closed: Mutex::new(false),
-            opened: Condvar::new(),
-            entered: entered_tx,
-        });
-        let hub = Hub::new(store.clone(), crate::ServerConfig::default());
+        let (store, hub, mut entered) = gated_hub(dir.path());
         assert_eq!(hub.config.durability, tandem_store::Durability::Sync);
         let doc = yrs::Doc::with_client_id(5);
         apply(&hub, edit(&doc, "one")).await.unwrap();
@@ -970,14 +983,7 @@ mod feed_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_room_being_deleted_loads_only_once_it_is_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
-        let store = Arc::new(GatedStore {
-            inner: SledStore::open(&StoreConfig::new(dir.path())).unwrap(),
-            closed: Mutex::new(false),
-            opened: Condvar::new(),
-            entered: entered_tx,
-        });
-        let hub = Hub::new(store.clone(), crate::ServerConfig::default());
+        let (store, hub, mut entered) = gated_hub(dir.path());
         apply(&hub, edit(&yrs::Doc::with_client_id(5), "old"))
             .await
             .unwrap();
