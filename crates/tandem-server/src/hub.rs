@@ -163,7 +163,8 @@ impl Hub {
     /// Marks `name` as being deleted: until the returned guard drops, the room cannot load (a
     /// peer reconnecting in the middle of a delete would otherwise load the old state just
     /// before storage loses it, and the room's next writes would build on positions that no
-    /// longer exist). Take it before closing the room's peers. See [`await_deletion`].
+    /// longer exist). Take it before closing the room's peers; a room task started meanwhile
+    /// waits in `await_deletion`.
     pub fn begin_delete(self: &Arc<Self>, name: &str) -> Deletion {
         *self
             .deleting
