@@ -45,13 +45,20 @@ test('1. two pages typing concurrently end with identical text holding both inpu
   const a = await s.open('concurrent', { name: 'Alice' })
   const b = await s.open('concurrent', { name: 'Bob' })
   const fromA = 'Alice types this line at the same time.\n'
-  const fromB = 'Bob writes another one concurrently!\n'
+  const fromB = 'Bob writes another one concurrently!'
+  // Bob types at the start and Alice at the end. In an empty document those can be one spot:
+  // if Bob's first letters arrive before Alice's Control+End, both carets sit after them and
+  // the two inputs interleave (converged and complete, but neither stays contiguous). A line
+  // break typed first keeps the two places apart.
+  await typeInEditor(a, '\n')
+  await waitForEditorText(b, '\n')
   await Promise.all([typeInEditor(a, fromA, 'end'), typeInEditor(b, fromB, 'start')])
   await waitForEditorToContain(a, [fromA, fromB])
   await waitForEditorToContain(b, [fromA, fromB])
   const final = await editorText(a)
   await waitForEditorText(b, final)
-  assert.equal(final.length, fromA.length + fromB.length)
+  assert.equal(final, `${fromB}\n${fromA}`)
+  assert.equal(final.length, fromA.length + fromB.length + 1)
   for (const p of [a, b]) {
     // The rendered lines match the document (remote caret labels are not text).
     const lines = await p.$$eval('.cm-line', (ls) => ls.length)

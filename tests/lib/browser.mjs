@@ -87,11 +87,21 @@ export function editorText (page) {
   return page.evaluate(() => window.tandem.editorText())
 }
 
-/** Waits until the editor text contains every string in `parts`. */
-export function waitForEditorToContain (page, parts, timeout = 20000) {
-  return page.waitForFunction(
-    (ps) => { const t = window.tandem.editorText(); return ps.every((p) => t.includes(p)) },
-    parts, { timeout })
+/** Waits until the editor text contains every string in `parts`; on timeout the error shows
+ * what the editor, the shared document and the connection badge held. */
+export async function waitForEditorToContain (page, parts, timeout = 20000) {
+  try {
+    await page.waitForFunction(
+      (ps) => { const t = window.tandem.editorText(); return ps.every((p) => t.includes(p)) },
+      parts, { timeout })
+  } catch (e) {
+    const seen = await page.evaluate(() => ({
+      editor: window.tandem.editorText(),
+      doc: window.tandem.text(),
+      status: document.getElementById('status')?.dataset.state
+    })).catch(() => null)
+    throw new Error(`${e.message}\nwanted ${JSON.stringify(parts)}\nhad ${JSON.stringify(seen)}`)
+  }
 }
 
 /** Waits until the editor text equals `text`. */
