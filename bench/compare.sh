@@ -7,9 +7,10 @@
 # npm packages pinned in bench/peers/package-lock.json, y-sweet with `cargo install --locked`.
 #
 # Knobs (environment):
-#   SERVERS="tandem tandem-async y-websocket hocuspocus y-sweet"   which servers to run
+#   SERVERS="tandem tandem-async y-websocket hocuspocus y-sweet relay"   which servers to run
 #     (tandem: sync durability, an fsync before every acknowledgement; tandem-async: async
-#     durability, as every peer persists, for fanout and saturate only)
+#     durability, as every peer persists, for fanout and saturate only; relay: the floor,
+#     `tandem bench-relay`, which forwards frames and nothing else, for fanout and saturate only)
 #   FANOUT_SECS=10  SAT_STEP_SECS=4  SAT_MAX_STEPS=13  INGEST_OPS=  (empty = whole trace)
 #   INGEST_MAX_SECS=300  a server still pushing the trace after this long is reported as such
 #   COLD_REPEAT=3   CONN_CLIENTS=1000   TRACES=<dir>   OUT=BENCHMARKS.md   PEERS_DIR=bench/.peers
@@ -20,7 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS_DIR="${PEERS_DIR:-$ROOT/bench/.peers}"
 OUT="${OUT:-$ROOT/BENCHMARKS.md}"
 TRACES="${TRACES:-$(cd "$ROOT/.." && pwd)/shared/traces}"
-SERVERS="${SERVERS:-tandem tandem-async y-websocket hocuspocus y-sweet}"
+SERVERS="${SERVERS:-tandem tandem-async y-websocket hocuspocus y-sweet relay}"
 FANOUT_SECS="${FANOUT_SECS:-10}"
 SAT_STEP_SECS="${SAT_STEP_SECS:-4}"
 SAT_MAX_STEPS="${SAT_MAX_STEPS:-13}"
@@ -81,6 +82,10 @@ server() {
       # It persists by checkpoint (default every 10 s) and not on SIGTERM: settle past one.
       OPTS=(--stop-signal term --settle-ms 12000 --create-room "http://127.0.0.1:$port/doc/new")
       VERSION="y-sweet $YSWEET_VERSION (local file store)" ;;
+    relay)
+      URL="ws://127.0.0.1:$port"
+      CMD="$ROOT/target/release/tandem bench-relay --listen 127.0.0.1:$port"
+      VERSION="tandem bench-relay $(git -C "$ROOT" rev-parse --short HEAD) (floor: forwards frames; no CRDT, no storage, no echo)" ;;
     *) log "unknown server $name"; exit 2 ;;
   esac
 }
@@ -121,9 +126,10 @@ main() {
     mv "$results/$s.fanout.json" "$results/$s.fanout-100x5.json"
     run saturate --rooms 10 --clients 10 --start-hz 2 --factor 1.5 \
       --step-secs "$SAT_STEP_SECS" --max-steps "$SAT_MAX_STEPS"
-    # The rest is Tandem in sync mode only: the issue sets ingest in sync durability, and
-    # coldload and connections time reads and idle memory, which the mode does not touch.
-    [[ $s == tandem-async ]] && continue
+    # Tandem runs the rest in sync mode only: the issue sets ingest in sync durability, and
+    # coldload and connections time reads and idle memory, which the mode does not touch. The
+    # relay stores nothing, so it has nothing to ingest or load.
+    [[ $s == tandem-async || $s == relay ]] && continue
     if [[ -n "$INGEST_OPS" ]]; then run ingest --ops "$INGEST_OPS" --max-secs "$INGEST_MAX_SECS"
     else run ingest --max-secs "$INGEST_MAX_SECS"; fi
     run coldload --repeat "$COLD_REPEAT"

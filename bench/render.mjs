@@ -8,11 +8,14 @@ import { execSync } from 'node:child_process'
 
 const [dir, out, command, started, serversArg] = process.argv.slice(2)
 const servers = serversArg.split(/\s+/).filter(Boolean)
-const peers = servers.filter((s) => !s.startsWith('tandem'))
-// `tandem-async` (Tandem in async durability, like every peer) runs fanout and saturate only.
-const full = servers.filter((s) => s !== 'tandem-async')
+// `relay` is the floor (`tandem bench-relay`: forwards frames, nothing else), not a peer.
+const peers = servers.filter((s) => !s.startsWith('tandem') && s !== 'relay')
+// `tandem-async` (Tandem in async durability, like every peer) and the relay run fanout and
+// saturate only.
+const full = servers.filter((s) => s !== 'tandem-async' && s !== 'relay')
+const floor = servers.includes('relay') ? ['relay'] : []
 const tandems = servers.filter((s) => s.startsWith('tandem'))
-const label = (s) => (s === 'tandem' ? 'Tandem' : 'Tandem (async)')
+const label = (s) => ({ tandem: 'Tandem', 'tandem-async': 'Tandem (async)', relay: 'Floor (relay)' })[s]
 
 const read = (s, wl) => {
   try {
@@ -52,6 +55,12 @@ for (const s of servers) p(`| ${s} | ${version(s)} |`)
 p(`| generator | \`tandem bench\` (Rust: tokio-tungstenite + yrs); ${sh('rustc --version')}; node ${process.version} |`)
 p()
 p('Ratios are Tandem ÷ best peer: below 1 is better for CPU, latency, memory and time; above 1 is better for throughput.')
+if (floor.length) {
+  p()
+  p('`relay` is the floor, not a peer: `tandem bench-relay` answers each SyncStep1 with an empty SyncStep2 and ' +
+    'forwards every other frame to the room\'s other clients, with no CRDT, no storage and no echo. ' +
+    'Its CPU is what the transport alone costs on this machine; no server that delivers each update promptly can spend less.')
+}
 p()
 
 for (const [wl, title] of [['fanout-10x10', '10 rooms × 10 clients × 10 Hz'], ['fanout-100x5', '100 rooms × 5 clients × 5 Hz']]) {
@@ -65,7 +74,7 @@ for (const [wl, title] of [['fanout-10x10', '10 rooms × 10 clients × 10 Hz'], 
     p(`| ${s} | ${fmt(r.deliveries_per_sec, 0)} | ${r.missing} | ${r.connect_failures} | ${fmt(r.latency.p50_ms, 2)} | ${fmt(r.latency.p95_ms, 2)} | ${fmt(r.latency.p99_ms, 2)} | ${fmt(r.latency.max_ms, 2)} | ${fmt(r.server_cpu_pct)} | ${fmt(r.server_peak_rss_mib)} | ${fmt(r.generator_cpu_pct)} |`)
   }
   const ok = (r) => !r.failed && r.missing === 0
-  for (const who of tandems) {
+  for (const who of [...tandems, ...floor]) {
     p(`| **${label(who)} ÷ best peer** | | | | | | p99 ${ratio.call(wl, (r) => r.latency.p99_ms, true, ok, who)} | | CPU ${ratio.call(wl, (r) => r.server_cpu_pct, true, ok, who)} | RSS ${ratio.call(wl, (r) => r.server_peak_rss_mib, true, ok, who)} | |`)
   }
   p()
@@ -81,7 +90,7 @@ for (const s of servers) {
   const b = r.best || {}
   p(`| ${s} | ${fmt(r.max_sustained_deliveries_per_sec, 0)} | ${fmt(b.params?.hz)} | ${fmt(b.latency?.p99_ms, 2)} | ${fmt(b.server_cpu_pct)} | ${r.stop_reason} |`)
 }
-for (const who of tandems) {
+for (const who of [...tandems, ...floor]) {
   p(`| **${label(who)} ÷ best peer** | ${ratio.call('saturate', (r) => r.max_sustained_deliveries_per_sec, false, undefined, who)} | | | | |`)
 }
 p()

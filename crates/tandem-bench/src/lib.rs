@@ -12,6 +12,9 @@
 //! * [`connections`] — K idle clients over K/10 rooms: server RSS per connection and per room.
 //!
 //! Each workload prints a table, then one line of JSON (the last stdout line).
+//!
+//! [`relay`] (`tandem bench-relay`) is the floor those figures are read against: a relay that
+//! forwards frames and does nothing else.
 
 pub mod client;
 pub mod coldload;
@@ -21,6 +24,7 @@ pub mod fanout;
 pub mod ingest;
 pub mod measure;
 pub mod proc_stats;
+pub mod relay;
 pub mod server;
 pub mod trace;
 

@@ -35,6 +35,9 @@ enum Command {
     /// Load-test a y-websocket server (Tandem or a peer): fanout, saturate, ingest, coldload,
     /// connections. Prints a table, then one JSON line.
     Bench(tandem_bench::BenchArgs),
+    /// Benchmark floor, not a server: forwards each client's frames to its room's other clients
+    /// and nothing else (no CRDT, no storage), to measure what the transport alone costs.
+    BenchRelay(tandem_bench::relay::RelayArgs),
     /// Run the conflict fuzzer: simulated (default) or live clients, crashes, convergence checks.
     Fuzz(FuzzArgs),
     /// Mint a signed room token (JWT HS256) for --auth-secret servers; prints it to stdout.
@@ -209,6 +212,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime
             .block_on(tandem_bench::run(args))
             .context("tandem bench"),
+        Command::BenchRelay(args) => runtime
+            .block_on(tandem_bench::relay::serve(args))
+            .context("tandem bench-relay"),
         Command::Fuzz(args) => {
             if fuzz(args, &runtime)? {
                 std::process::exit(1);

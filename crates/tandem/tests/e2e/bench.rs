@@ -21,12 +21,23 @@ fn free_port() -> u16 {
 
 /// Runs `tandem bench <args>` with a managed Tandem server and returns the final JSON line.
 fn bench(data: &Path, traces: &Path, args: &[&str]) -> Value {
+    bench_against(
+        |port| {
+            format!(
+                "{} serve --listen 127.0.0.1:{port} --data {} --log-level warn",
+                binary(),
+                data.display()
+            )
+        },
+        traces,
+        args,
+    )
+}
+
+/// Runs `tandem bench <args>` against the server `serve(port)` starts; returns the JSON line.
+fn bench_against(serve: impl FnOnce(u16) -> String, traces: &Path, args: &[&str]) -> Value {
     let port = free_port();
-    let serve = format!(
-        "{} serve --listen 127.0.0.1:{port} --data {} --log-level warn",
-        binary(),
-        data.display()
-    );
+    let serve = serve(port);
     let out = Command::new(binary())
         .args(["bench", "--url", &format!("ws://127.0.0.1:{port}")])
         .args(["--server-cmd", &serve, "--timeout-secs", "30", "--traces"])
@@ -53,26 +64,41 @@ fn dirs() -> (tempfile::TempDir, tempfile::TempDir) {
     )
 }
 
+const SMALL_FANOUT: &[&str] = &[
+    "fanout",
+    "--rooms",
+    "2",
+    "--clients",
+    "3",
+    "--hz",
+    "20",
+    "--secs",
+    "1",
+    "--drain-secs",
+    "20",
+];
+
 #[test]
 fn fanout_attributes_every_delivery() {
     let (data, traces) = dirs();
-    let j = bench(
-        data.path(),
+    let j = bench(data.path(), traces.path(), SMALL_FANOUT);
+    assert_fanout_complete(&j);
+}
+
+/// The floor relay (`bench/compare.sh` runs it beside the servers) passes the same run: every
+/// character reaches every other client of its room.
+#[test]
+fn fanout_through_the_floor_relay() {
+    let traces = tempfile::tempdir().expect("traces");
+    let j = bench_against(
+        |port| format!("{} bench-relay --listen 127.0.0.1:{port}", binary()),
         traces.path(),
-        &[
-            "fanout",
-            "--rooms",
-            "2",
-            "--clients",
-            "3",
-            "--hz",
-            "20",
-            "--secs",
-            "1",
-            "--drain-secs",
-            "20",
-        ],
+        SMALL_FANOUT,
     );
+    assert_fanout_complete(&j);
+}
+
+fn assert_fanout_complete(j: &Value) {
     assert_eq!(j["workload"], "fanout");
     assert_eq!(j["connected"], 6);
     assert_eq!(j["connect_failures"], 0);
