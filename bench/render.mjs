@@ -10,9 +10,10 @@ const [dir, out, command, started, serversArg] = process.argv.slice(2)
 const servers = serversArg.split(/\s+/).filter(Boolean)
 // `relay` is the floor (`tandem bench-relay`: forwards frames, nothing else), not a peer.
 const peers = servers.filter((s) => !s.startsWith('tandem') && s !== 'relay')
-// `tandem-async` (Tandem in async durability, like every peer) and the relay run fanout and
-// saturate only.
+// `tandem-async` (Tandem in async durability, like every peer) runs fanout and saturate only,
+// the relay fanout only.
 const full = servers.filter((s) => s !== 'tandem-async' && s !== 'relay')
+const saturating = servers.filter((s) => s !== 'relay')
 const floor = servers.includes('relay') ? ['relay'] : []
 const tandems = servers.filter((s) => s.startsWith('tandem'))
 const label = (s) => ({ tandem: 'Tandem', 'tandem-async': 'Tandem (async)', relay: 'Floor (relay)' })[s]
@@ -59,7 +60,8 @@ if (floor.length) {
   p()
   p('`relay` is the floor, not a peer: `tandem bench-relay` answers each SyncStep1 with an empty SyncStep2 and ' +
     'forwards every other frame to the room\'s other clients, with no CRDT, no storage and no echo. ' +
-    'Its CPU is what the transport alone costs on this machine; no server that delivers each update promptly can spend less.')
+    'In fanout its CPU is what the transport alone costs on this machine; no server that delivers each update promptly ' +
+    'can spend less. It writes every frame on its own, with no batching, so it is no floor for saturate and does not run it.')
 }
 p()
 
@@ -84,13 +86,13 @@ p('### saturate: 10 rooms × 10 clients, rate ×1.5 per step until p99 > 50 ms o
 p()
 p('| server | highest sustained deliveries/s | at Hz per client | p99 ms there | server CPU % there | why it stopped |')
 p('|---|---|---|---|---|---|')
-for (const s of servers) {
-  const r = read('' + s, 'saturate')
+for (const s of saturating) {
+  const r = read(s, 'saturate')
   if (r.failed) { p(`| ${s} | failed: ${r.failed} |||||`); continue }
   const b = r.best || {}
   p(`| ${s} | ${fmt(r.max_sustained_deliveries_per_sec, 0)} | ${fmt(b.params?.hz)} | ${fmt(b.latency?.p99_ms, 2)} | ${fmt(b.server_cpu_pct)} | ${r.stop_reason} |`)
 }
-for (const who of [...tandems, ...floor]) {
+for (const who of tandems) {
   p(`| **${label(who)} ÷ best peer** | ${ratio.call('saturate', (r) => r.max_sustained_deliveries_per_sec, false, undefined, who)} | | | | |`)
 }
 p()
