@@ -1,11 +1,13 @@
-//! The WebSocket adapter: one task per connection moving frames between warp's socket and the
-//! room task, plus keepalive. It never interprets y-protocols bytes; the room does.
+//! The WebSocket adapter: per connection, a task writing the room's frames and keeping the
+//! connection alive, and a task reading the client's frames into the room. It never interprets y-protocols bytes; the room does.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
-use tandem_room::{PeerInfo, close};
+use tandem_room::{PeerId, PeerInfo, close};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
@@ -13,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use crate::upgrade::Socket;
 
 use crate::hub::{CloseFrame, Hub, PeerConn, RoomCmd};
+use crate::metrics::Metrics;
 
 /// WebSocket close reasons must fit in 123 bytes.
 fn truncate_reason(mut reason: String) -> String {
@@ -64,7 +67,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
     let peer = hub.next_peer_id();
     let (frames_tx, mut frames_rx) = mpsc::channel(hub.config.send_queue_frames);
     let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
     let conn = PeerConn {
         frames: frames_tx,
         close: close_tx,
@@ -86,10 +89,21 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
     tracing::info!(%room, peer, read_only = info_read_only, author = %info_author, "peer connected");
     let metrics = hub.metrics.clone();
     metrics.peers_connected.inc();
+    // Reading runs in its own task: this one wakes for every frame the room fans out, and
+    // polling the socket's read side on each of those wake-ups cost a buffer fill and a lock.
+    let heard = Arc::new(AtomicBool::new(true));
+    let mut reader = tokio::spawn(read_frames(ReadCtx {
+        stream,
+        room_tx: room_tx.clone(),
+        peer,
+        room: room.clone(),
+        heard: heard.clone(),
+        metrics: metrics.clone(),
+        max_frame_bytes: hub.config.max_frame_bytes,
+    }));
+    let mut reader_done = false;
     let mut ping = tokio::time::interval(hub.config.ping_interval);
     ping.tick().await;
-    let mut heard_since_ping = true;
-    let max = hub.config.max_frame_bytes;
     let closing: Option<CloseFrame> = loop {
         tokio::select! {
             frame = &mut close_rx => {
@@ -114,48 +128,25 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
                 // the room dropped our queue: it closed us, and says why on `close_rx`
                 None => break Some(close_rx.try_recv().unwrap_or((close::INTERNAL_ERROR, "room closed".into()))),
             },
-            incoming = stream.next() => match incoming {
-                Some(Ok(msg)) => {
-                    heard_since_ping = true;
-                    match msg {
-                        Message::Binary(frame) => {
-                            metrics.bytes_in.inc_by(frame.len() as u64);
-                            let cmd = RoomCmd::Frame { peer, frame };
-                            if room_tx.send(cmd).await.is_err() {
-                                break Some((close::INTERNAL_ERROR, "room closed".into()));
-                            }
-                        }
-                        Message::Close(_) => break None,
-                        Message::Text(_) => {
-                            metrics.rejected(close::BAD_MESSAGE);
-                            break Some((close::BAD_MESSAGE, "text frames are not part of the protocol".into()));
-                        }
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                    }
-                }
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    tracing::warn!(%room, peer, error = %text, "websocket error");
-                    if text.contains("too long") || text.contains("Space limit") {
-                        metrics.rejected(close::TOO_LARGE);
-                        break Some((close::TOO_LARGE, format!("message exceeds {max} bytes")));
-                    }
-                    metrics.rejected(close::BAD_MESSAGE);
-                    break Some((close::BAD_MESSAGE, text));
-                }
-                None => break None,
-            },
+            ended = &mut reader, if !reader_done => {
+                reader_done = true;
+                break ended.unwrap_or(None);
+            }
             _ = ping.tick() => {
-                if !heard_since_ping {
+                if !heard.swap(false, Ordering::Relaxed) {
                     break Some((close::TIMEOUT, "no answer to ping".into()));
                 }
-                heard_since_ping = false;
                 if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     break None;
                 }
             }
         }
     };
+    // No frame of ours may reach the room after our `Leave`.
+    if !reader_done {
+        reader.abort();
+        let _ = reader.await;
+    }
     let (code, reason) = match &closing {
         Some((code, reason)) => (*code, reason.clone()),
         None => (1000, "closed by the client".to_owned()),
@@ -167,6 +158,62 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
     let _ = room_tx.send(RoomCmd::Leave { peer }).await;
     metrics.peers_connected.dec();
     tracing::info!(%room, peer, code, %reason, "peer disconnected");
+}
+
+/// What the read side of a connection needs.
+struct ReadCtx {
+    stream: SplitStream<Socket>,
+    room_tx: mpsc::Sender<RoomCmd>,
+    peer: PeerId,
+    room: String,
+    /// Set on every message; the ping timer clears it.
+    heard: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    max_frame_bytes: usize,
+}
+
+/// Passes the client's frames to the room until the connection ends. Returns `None` when the
+/// client closed or went away, or the close frame to answer bad input with.
+async fn read_frames(mut cx: ReadCtx) -> Option<CloseFrame> {
+    loop {
+        let msg = match cx.stream.next().await {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                let text = e.to_string();
+                tracing::warn!(room = %cx.room, peer = cx.peer, error = %text, "websocket error");
+                if text.contains("too long") || text.contains("Space limit") {
+                    cx.metrics.rejected(close::TOO_LARGE);
+                    let max = cx.max_frame_bytes;
+                    return Some((close::TOO_LARGE, format!("message exceeds {max} bytes")));
+                }
+                cx.metrics.rejected(close::BAD_MESSAGE);
+                return Some((close::BAD_MESSAGE, text));
+            }
+            None => return None,
+        };
+        cx.heard.store(true, Ordering::Relaxed);
+        match msg {
+            Message::Binary(frame) => {
+                cx.metrics.bytes_in.inc_by(frame.len() as u64);
+                let cmd = RoomCmd::Frame {
+                    peer: cx.peer,
+                    frame,
+                };
+                if cx.room_tx.send(cmd).await.is_err() {
+                    return Some((close::INTERNAL_ERROR, "room closed".into()));
+                }
+            }
+            Message::Close(_) => return None,
+            Message::Text(_) => {
+                cx.metrics.rejected(close::BAD_MESSAGE);
+                return Some((
+                    close::BAD_MESSAGE,
+                    "text frames are not part of the protocol".into(),
+                ));
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]
