@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::ServerConfig;
 use crate::flusher::Flusher;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -32,7 +33,7 @@ pub type CloseFrame = (u16, String);
 
 /// The room's ends of one connection.
 pub struct PeerConn {
-    pub frames: mpsc::Sender<Bytes>,
+    pub out: Outbox,
     pub close: oneshot::Sender<CloseFrame>,
 }
 
@@ -458,27 +459,42 @@ impl Host {
         Ok(())
     }
 
-    /// Fans out frames; peers whose queues are full are disconnected, and the resulting
-    /// awareness removals are delivered in turn.
+    /// Fans out frames, written straight to each socket that takes them (outbox.rs); peers
+    /// whose backlogs are full are disconnected, and the resulting awareness removals are
+    /// delivered in turn.
     fn deliver(&mut self, room: &mut Room, mut sends: Vec<tandem_room::Outgoing>) {
         while !sends.is_empty() {
             let mut slow = Vec::new();
+            let mut to_all = false;
+            let mut to_some = Vec::new();
             for out in sends.drain(..) {
                 match out.target {
                     Target::All => {
+                        to_all = true;
                         for (&peer, conn) in &self.peers {
-                            if conn.frames.try_send(out.frame.clone()).is_err() {
+                            if conn.out.push(out.frame.clone()).is_err() {
                                 slow.push(peer);
                             }
                         }
                     }
                     Target::Peer(peer) => {
-                        if let Some(conn) = self.peers.get(&peer)
-                            && conn.frames.try_send(out.frame.clone()).is_err()
-                        {
-                            slow.push(peer);
+                        if let Some(conn) = self.peers.get(&peer) {
+                            to_some.push(peer);
+                            if conn.out.push(out.frame.clone()).is_err() {
+                                slow.push(peer);
+                            }
                         }
                     }
+                }
+            }
+            // One write per peer for the whole batch.
+            if to_all {
+                self.peers.values().for_each(|conn| conn.out.flush());
+            } else {
+                to_some.sort_unstable();
+                to_some.dedup();
+                for conn in to_some.iter().filter_map(|p| self.peers.get(p)) {
+                    conn.out.flush();
                 }
             }
             slow.sort_unstable();
@@ -571,7 +587,9 @@ async fn warm_up(
                     let conn = early.joined.iter().find(|(p, ..)| *p == peer).map(|j| &j.2);
                     let answered = !waiting.contains(&peer)
                         && conn.zip(prefetch.answer(&frame)).is_some_and(|(conn, reply)| {
-                            conn.frames.try_send(reply).is_ok()
+                            let queued = conn.out.push(reply).is_ok();
+                            conn.out.flush();
+                            queued
                         });
                     if !answered {
                         waiting.insert(peer);

@@ -15,6 +15,7 @@ pub mod hub;
 pub mod json;
 mod listen;
 pub mod metrics;
+mod outbox;
 mod routes;
 pub mod tls;
 mod upgrade;

@@ -1,14 +1,16 @@
-//! The WebSocket adapter: per connection, a task writing the room's frames and keeping the
-//! connection alive, and a task reading the client's frames into the room. It never interprets y-protocols bytes; the room does.
+//! The WebSocket adapter: per connection, a task reading the client's frames into the room, and
+//! a task that writes what the room could not write itself ([`Outbox`]), pings, and closes. It never interprets y-protocols bytes; the room does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::SplitStream;
-use futures::{SinkExt, StreamExt};
 use tandem_room::{PeerId, PeerInfo, close};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::outbox::Outbox;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 
@@ -38,38 +40,14 @@ fn close_message(code: u16, reason: String) -> Message {
     }))
 }
 
-/// Most frames written to a socket before one flush (one `write` for the whole burst).
-const WRITE_BURST_FRAMES: usize = 64;
-
-/// Writes `first` and whatever else is already queued (up to [`WRITE_BURST_FRAMES`]) with a
-/// single flush: a room batch fans out many frames to each peer at once, and one syscall per
-/// burst instead of per frame is most of the fan-out cost under load.
-async fn send_queued<S>(
-    sink: &mut S,
-    first: Bytes,
-    queue: &mut mpsc::Receiver<Bytes>,
-    metrics: &crate::metrics::Metrics,
-) -> Result<(), S::Error>
-where
-    S: futures::Sink<Message> + Unpin,
-{
-    metrics.bytes_out.inc_by(first.len() as u64);
-    sink.feed(Message::Binary(first)).await?;
-    for _ in 1..WRITE_BURST_FRAMES {
-        let Ok(f) = queue.try_recv() else { break };
-        metrics.bytes_out.inc_by(f.len() as u64);
-        sink.feed(Message::Binary(f)).await?;
-    }
-    sink.flush().await
-}
-
 pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo) {
     let peer = hub.next_peer_id();
-    let (frames_tx, mut frames_rx) = mpsc::channel(hub.config.send_queue_frames);
     let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
-    let (mut sink, stream) = ws.split();
+    let (sink, stream) = ws.split();
+    let metrics = hub.metrics.clone();
+    let out = Outbox::new(sink, hub.config.send_queue_frames, metrics.clone());
     let conn = PeerConn {
-        frames: frames_tx,
+        out: out.clone(),
         close: close_tx,
     };
     let (info_read_only, info_author) = (info.read_only, info.author.clone());
@@ -82,15 +60,16 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
             } else {
                 close::ROOM_UNAVAILABLE
             };
-            let _ = sink.send(close_message(code, reason)).await;
+            out.push_control(close_message(code, reason));
+            let _ = out.drain().await;
+            out.finish();
             return;
         }
     };
     tracing::info!(%room, peer, read_only = info_read_only, author = %info_author, "peer connected");
-    let metrics = hub.metrics.clone();
     metrics.peers_connected.inc();
-    // Reading runs in its own task: this one wakes for every frame the room fans out, and
-    // polling the socket's read side on each of those wake-ups cost a buffer fill and a lock.
+    // Reading runs in its own task: this one wakes whenever the room hands it frames to write,
+    // and polling the read side on each of those wake-ups cost a buffer fill and a lock.
     let heard = Arc::new(AtomicBool::new(true));
     let mut reader = tokio::spawn(read_frames(ReadCtx {
         stream,
@@ -104,39 +83,37 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
     let mut reader_done = false;
     let mut ping = tokio::time::interval(hub.config.ping_interval);
     ping.tick().await;
+    // The room writes to the socket itself while it can (see outbox.rs); this task writes what
+    // it could not, pings, and closes.
     let closing: Option<CloseFrame> = loop {
         tokio::select! {
+            biased;
             frame = &mut close_rx => {
                 let frame = frame.unwrap_or((close::INTERNAL_ERROR, "room closed".into()));
-                if frame.0 != close::TOO_SLOW {
-                    // deliver what the room queued before deciding to close (e.g. final echoes)
-                    while let Ok(f) = frames_rx.try_recv() {
-                        metrics.bytes_out.inc_by(f.len() as u64);
-                        if sink.send(Message::Binary(f)).await.is_err() {
-                            break;
-                        }
-                    }
+                if frame.0 == close::TOO_SLOW {
+                    out.discard_backlog();
                 }
+                // otherwise what the room queued before deciding to close (e.g. final echoes)
+                // goes out ahead of the close frame
                 break Some(frame);
             }
-            out = frames_rx.recv() => match out {
-                Some(f) => {
-                    if send_queued(&mut sink, f, &mut frames_rx, &metrics).await.is_err() {
-                        break None;
-                    }
+            () = out.handed_over() => {
+                if out.drain().await.is_err() {
+                    break None;
                 }
-                // the room dropped our queue: it closed us, and says why on `close_rx`
-                None => break Some(close_rx.try_recv().unwrap_or((close::INTERNAL_ERROR, "room closed".into()))),
-            },
+            }
             ended = &mut reader, if !reader_done => {
                 reader_done = true;
-                break ended.unwrap_or(None);
+                // A room that closed us also dropped its queue, so a frame the client sent just
+                // then failed to reach it: the room's reason is the one to give.
+                break close_rx.try_recv().ok().or(ended.unwrap_or(None));
             }
             _ = ping.tick() => {
                 if !heard.swap(false, Ordering::Relaxed) {
                     break Some((close::TIMEOUT, "no answer to ping".into()));
                 }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                out.push_control(Message::Ping(Bytes::new()));
+                if out.drain().await.is_err() {
                     break None;
                 }
             }
@@ -152,9 +129,11 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
         None => (1000, "closed by the client".to_owned()),
     };
     if let Some((code, reason)) = closing {
-        let _ = sink.send(close_message(code, reason)).await;
+        out.push_control(close_message(code, reason));
+        let _ = out.drain().await;
     }
-    let _ = sink.close().await;
+    let _ = out.close().await;
+    out.finish();
     let _ = room_tx.send(RoomCmd::Leave { peer }).await;
     metrics.peers_connected.dec();
     tracing::info!(%room, peer, code, %reason, "peer disconnected");

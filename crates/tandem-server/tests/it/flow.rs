@@ -48,6 +48,35 @@ async fn a_peer_that_stops_reading_is_closed_with_4429_and_the_room_carries_on()
     server.stop().await;
 }
 
+/// A peer that stops reading for a while makes the room hand its socket to the connection's
+/// writer task (outbox.rs); once it reads again it gets every update, and the room never waited.
+#[tokio::test]
+async fn a_peer_that_pauses_reading_gets_everything_once_it_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), test_config()).await;
+    let url = server.url("pause");
+    let mut paused = Client::synced(&url, 1).await;
+    let mut writer = Client::synced(&url, 2).await;
+    // far more than the socket buffers hold, far less than the 1024-frame backlog
+    const CHUNK: u32 = 64 * 1024;
+    const UPDATES: u32 = 200;
+    let chunk = "y".repeat(CHUNK as usize);
+    for _ in 0..UPDATES {
+        let text = writer.doc.get_or_insert_text("t");
+        // confirmed: the room handled it, so it was not waiting on the paused peer's socket
+        writer
+            .edit_confirmed(|_, txn| {
+                let len = text.len(txn);
+                text.insert(txn, len, &chunk);
+            })
+            .await;
+    }
+    paused.wait_for_state(&writer.state_vector()).await;
+    assert_eq!(paused.text("t"), writer.text("t"));
+    assert!(paused.closed.is_none(), "{:?}", paused.closed);
+    server.stop().await;
+}
+
 /// Reads raw WebSocket frames (server frames are unmasked) until the close frame; returns its
 /// code. Never answers pings: that is the point.
 async fn close_code_without_ponging(stream: &mut tokio::net::TcpStream) -> u16 {
