@@ -100,6 +100,9 @@ main() {
   trap 'rm -rf "$work"' EXIT
   local port=18700
   local started; started=$(date -u +%FT%TZ)
+  # CPU time the hypervisor gave to other guests ("steal") makes a run slower across the board;
+  # render.mjs reports its share of the run.
+  head -n 1 /proc/stat > "$results/procstat.start"
   for s in $SERVERS; do
     port=$((port + 1))
     server "$s" "$port" "$work/$s"
@@ -137,6 +140,7 @@ main() {
     run coldload --repeat "$COLD_REPEAT"
     run connections --clients "$CONN_CLIENTS"
   done
+  head -n 1 /proc/stat > "$results/procstat.end"
   node "$ROOT/bench/render.mjs" "$results" "$OUT" "$COMMAND" "$started" "$SERVERS"
   log "wrote $OUT (raw results in $results)"
 }

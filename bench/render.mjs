@@ -45,8 +45,17 @@ const p = (s = '') => lines.push(s)
 const cpuModel = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) || [])[1] || '?'
 p(`Measured ${started} on ${os.cpus().length} cores (${cpuModel}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ` +
   `${sh('uname -sr')}; load average at render ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}.`)
+// /proc/stat's first line: cpu user nice system idle iowait irq softirq steal ...
+const cpuTimes = (f) => {
+  try { return fs.readFileSync(path.join(dir, f), 'utf8').trim().split(/\s+/).slice(1, 9).map(Number) } catch { return null }
+}
+const [t0, t1] = [cpuTimes('procstat.start'), cpuTimes('procstat.end')]
+const steal = t0 && t1
+  ? `${(100 * (t1[7] - t0[7]) / (t1.reduce((a, b) => a + b, 0) - t0.reduce((a, b) => a + b, 0))).toFixed(1)} %`
+  : 'not recorded'
 p('Generator and servers share the machine: ' +
-  'absolute figures are noisy; compare ratios within one run.')
+  'absolute figures are noisy; compare ratios within one run. ' +
+  `CPU steal during the run (time the hypervisor gave to other guests): ${steal}; a high share slows every server, unevenly.`)
 p()
 p(`Command: \`${command}\``)
 p()
