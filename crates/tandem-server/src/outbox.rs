@@ -150,11 +150,14 @@ impl Outbox {
         self.shared.wake.notified().await;
     }
 
-    /// Queues a control or close message behind everything queued, for the writer to write.
-    pub fn push_control(&self, msg: Message) {
-        let mut st = self.state();
-        st.backlog.push_back(msg);
-        st.writer_owns = true;
+    /// Writer task: sends a control or close message behind everything queued.
+    pub async fn send_control(&self, msg: Message) -> Result<(), WsError> {
+        {
+            let mut st = self.state();
+            st.backlog.push_back(msg);
+            st.writer_owns = true;
+        }
+        self.drain().await
     }
 
     /// Drops every frame not yet handed to the socket (a too-slow peer gets no more).

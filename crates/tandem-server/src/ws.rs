@@ -1,5 +1,6 @@
 //! The WebSocket adapter: per connection, a task reading the client's frames into the room, and
-//! a task that writes what the room could not write itself ([`Outbox`]), pings, and closes. It never interprets y-protocols bytes; the room does.
+//! a task that writes what the room could not write itself ([`Outbox`]), pings, and closes.
+//! Neither interprets y-protocols bytes; the room does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,15 +10,13 @@ use futures::StreamExt;
 use futures::stream::SplitStream;
 use tandem_room::{PeerId, PeerInfo, close};
 use tokio::sync::{mpsc, oneshot};
-
-use crate::outbox::Outbox;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 
-use crate::upgrade::Socket;
-
 use crate::hub::{CloseFrame, Hub, PeerConn, RoomCmd};
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::upgrade::Socket;
 
 /// WebSocket close reasons must fit in 123 bytes.
 fn truncate_reason(mut reason: String) -> String {
@@ -60,8 +59,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
             } else {
                 close::ROOM_UNAVAILABLE
             };
-            out.push_control(close_message(code, reason));
-            let _ = out.drain().await;
+            let _ = out.send_control(close_message(code, reason)).await;
             out.finish();
             return;
         }
@@ -112,8 +110,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
                 if !heard.swap(false, Ordering::Relaxed) {
                     break Some((close::TIMEOUT, "no answer to ping".into()));
                 }
-                out.push_control(Message::Ping(Bytes::new()));
-                if out.drain().await.is_err() {
+                if out.send_control(Message::Ping(Bytes::new())).await.is_err() {
                     break None;
                 }
             }
@@ -129,8 +126,7 @@ pub async fn serve_peer(ws: Socket, hub: Arc<Hub>, room: String, info: PeerInfo)
         None => (1000, "closed by the client".to_owned()),
     };
     if let Some((code, reason)) = closing {
-        out.push_control(close_message(code, reason));
-        let _ = out.drain().await;
+        let _ = out.send_control(close_message(code, reason)).await;
     }
     let _ = out.close().await;
     out.finish();

@@ -31,9 +31,19 @@ async fn a_peer_that_stops_reading_is_closed_with_4429_and_the_room_carries_on()
         reader.wait_for_state(&target).await;
         reader
     });
-    let chunk = "x".repeat(CHUNK as usize);
-    for _ in 0..UPDATES {
-        let text = writer.doc.get_or_insert_text("t");
+    append_confirmed(&mut writer, CHUNK, UPDATES).await;
+    let reader = reader.await.expect("reader got everything");
+    assert!(reader.closed.is_none());
+    let (code, reason) = slow.wait_closed().await;
+    assert_eq!(code, 4429, "{reason}");
+    server.stop().await;
+}
+
+/// Appends `updates` chunks of `chunk` characters to text `t`, each confirmed by the server.
+async fn append_confirmed(writer: &mut Client, chunk: u32, updates: u32) {
+    let chunk = "x".repeat(chunk as usize);
+    let text = writer.doc.get_or_insert_text("t");
+    for _ in 0..updates {
         writer
             .edit_confirmed(|_, txn| {
                 let len = text.len(txn);
@@ -41,11 +51,6 @@ async fn a_peer_that_stops_reading_is_closed_with_4429_and_the_room_carries_on()
             })
             .await;
     }
-    let reader = reader.await.expect("reader got everything");
-    assert!(reader.closed.is_none());
-    let (code, reason) = slow.wait_closed().await;
-    assert_eq!(code, 4429, "{reason}");
-    server.stop().await;
 }
 
 /// A peer that stops reading for a while makes the room hand its socket to the connection's
@@ -60,17 +65,8 @@ async fn a_peer_that_pauses_reading_gets_everything_once_it_resumes() {
     // far more than the socket buffers hold, far less than the 1024-frame backlog
     const CHUNK: u32 = 64 * 1024;
     const UPDATES: u32 = 200;
-    let chunk = "y".repeat(CHUNK as usize);
-    for _ in 0..UPDATES {
-        let text = writer.doc.get_or_insert_text("t");
-        // confirmed: the room handled it, so it was not waiting on the paused peer's socket
-        writer
-            .edit_confirmed(|_, txn| {
-                let len = text.len(txn);
-                text.insert(txn, len, &chunk);
-            })
-            .await;
-    }
+    // confirmed: the room handled each one, so it was not waiting on the paused peer's socket
+    append_confirmed(&mut writer, CHUNK, UPDATES).await;
     paused.wait_for_state(&writer.state_vector()).await;
     assert_eq!(paused.text("t"), writer.text("t"));
     assert!(paused.closed.is_none(), "{:?}", paused.closed);
