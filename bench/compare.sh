@@ -20,7 +20,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS_DIR="${PEERS_DIR:-$ROOT/bench/.peers}"
 OUT="${OUT:-$ROOT/BENCHMARKS.md}"
-TRACES="${TRACES:-$(cd "$ROOT/.." && pwd)/shared/traces}"
+TRACES="${TRACES:-$ROOT/bench/traces}"
 SERVERS="${SERVERS:-tandem tandem-async y-websocket hocuspocus y-sweet relay}"
 FANOUT_SECS="${FANOUT_SECS:-10}"
 SAT_STEP_SECS="${SAT_STEP_SECS:-4}"

@@ -65,7 +65,7 @@ pub struct BenchArgs {
     /// HTTP URL to POST `{"docId": ROOM}` to before a room is first used (y-sweet: `http://HOST/doc/new`).
     #[arg(long, global = true)]
     pub create_room: Option<String>,
-    /// Directory of the editing traces and Yjs documents (default: `shared/traces` beside the repo).
+    /// Directory of the editing traces and Yjs documents (default: the repository's `bench/traces`).
     #[arg(long, global = true)]
     pub traces: Option<PathBuf>,
     /// Seconds allowed for a connection, a handshake, a server start or a verification.
@@ -194,14 +194,16 @@ impl Ctx {
     }
 }
 
+/// The traces vendored in the repository (`bench/traces`): found beside the sources this binary
+/// was built from, else relative to the working directory (run from the repository root).
 fn default_traces() -> PathBuf {
-    let from_source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
-    for candidate in [from_source, PathBuf::from("../shared/traces")] {
+    let from_source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/traces");
+    for candidate in [from_source, PathBuf::from("bench/traces")] {
         if candidate.is_dir() {
             return candidate;
         }
     }
-    PathBuf::from("../shared/traces")
+    PathBuf::from("bench/traces")
 }
 
 /// Runs one workload: prints its table, then its JSON line, to stdout.
@@ -357,4 +359,33 @@ async fn saturate(ctx: &Ctx, a: &SaturateArgs, label: &str) -> Result<(String, s
         "steps": steps,
     });
     Ok((table, json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh clone must run every workload without `--traces`: the default directory is the
+    /// repository's own copy, and it holds every file a workload reads by default.
+    #[test]
+    fn default_traces_are_vendored_in_the_repository() {
+        let dir = default_traces();
+        assert!(
+            dir.ends_with("bench/traces"),
+            "default traces dir is {}",
+            dir.display()
+        );
+        for file in [
+            "automerge-paper.json.gz",
+            "S1.yjs",
+            "C1.yjs",
+            "A1.yjs",
+            "README.md",
+        ] {
+            let path = dir.join(file);
+            assert!(path.is_file(), "missing {}", path.display());
+        }
+        let readme = std::fs::read_to_string(dir.join("README.md")).expect("traces README");
+        assert!(readme.contains("CC BY 4.0"), "attribution kept");
+    }
 }

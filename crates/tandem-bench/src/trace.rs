@@ -1,4 +1,4 @@
-//! Editing traces (`shared/traces/*.json.gz`) and their conversion into Yjs updates.
+//! Editing traces (`bench/traces/*.json.gz`) and their conversion into Yjs updates.
 
 use std::io::Read;
 use std::path::Path;
