@@ -556,6 +556,9 @@ async fn built(build: tokio::task::JoinHandle<Result<Room, String>>) -> Result<R
 struct WarmUp {
     /// Peers whose join was acknowledged; the room connects them once it is built.
     joined: Vec<(PeerId, PeerInfo, PeerConn)>,
+    /// Joined peers whose opening SyncStep1 was answered from the [`Prefetch`]: the room must
+    /// count them as synced, or they would never receive its updates.
+    answered: std::collections::HashSet<PeerId>,
     /// Every other command, in arrival order, for the built room.
     deferred: Vec<RoomCmd>,
 }
@@ -591,7 +594,9 @@ async fn warm_up(
                             conn.out.flush();
                             queued
                         });
-                    if !answered {
+                    if answered {
+                        early.answered.insert(peer);
+                    } else {
                         waiting.insert(peer);
                         early.deferred.push(RoomCmd::Frame { peer, frame });
                     }
@@ -733,7 +738,13 @@ async fn room_task(
     let mut fx = Effects::default();
     for (peer, info, conn) in early.joined {
         host.peers.insert(peer, conn);
-        merge(&mut fx, room.connect(peer, info));
+        // The prefetched reply is the stored state, which is exactly the built room's.
+        let joined = if early.answered.contains(&peer) {
+            room.connect_synced(peer, info)
+        } else {
+            room.connect(peer, info)
+        };
+        merge(&mut fx, joined);
     }
     host.deliver(&mut room, fx.sends);
     let mut tick = tokio::time::interval(hub.config.tick_interval);
