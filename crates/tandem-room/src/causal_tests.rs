@@ -117,16 +117,15 @@ fn everything_a_joining_peer_receives_applies_without_pending_structs() {
     room.handle(1, &encode_update(&w.append("a")), 0);
     room.connect(2, PeerInfo::default());
     let mut received = Vec::new();
-    let mut take = |fx: Effects, received: &mut Vec<Vec<u8>>| {
+    let take = |fx: Effects, received: &mut Vec<Vec<u8>>| {
         for o in fx.sends {
             if !matches!(o.target, Target::All | Target::Peer(2)) {
                 continue;
             }
-            match decode_frame(&o.frame).expect("frame").as_slice() {
-                [M::Sync(SyncMessage::Update(u) | SyncMessage::SyncStep2(u))] => {
-                    received.push(u.to_vec())
-                }
-                _ => {}
+            if let [M::Sync(SyncMessage::Update(u) | SyncMessage::SyncStep2(u))] =
+                decode_frame(&o.frame).expect("frame").as_slice()
+            {
+                received.push(u.to_vec());
             }
         }
     };
