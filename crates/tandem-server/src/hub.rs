@@ -781,7 +781,18 @@ async fn room_task(
         let mut replies = Vec::new();
         let mut reload = false;
         let mut stop: Option<CloseFrame> = None;
-        for cmd in batch.drain(..) {
+        // Commands left for the next batch (allocates only when a batch is split).
+        let mut carry = Vec::new();
+        let mut cmds = batch.drain(..);
+        while let Some(cmd) = cmds.next() {
+            // `Target::All` is resolved when the batch is delivered, so a peer joining mid-batch
+            // would receive updates the room emitted before it connected — before its SyncStep2,
+            // against causal delivery. A join therefore starts the next batch.
+            if matches!(cmd, RoomCmd::Join { .. }) && !fx.sends.is_empty() {
+                carry.push(cmd);
+                carry.extend(cmds.by_ref());
+                break;
+            }
             match cmd {
                 RoomCmd::Join {
                     peer,
@@ -839,6 +850,8 @@ async fn room_task(
                 }
             }
         }
+        drop(cmds);
+        batch.append(&mut carry);
         // Marked before the log write, cleared once it is durable (or failed): a replay that
         // reads the log concurrently never sends an entry live subscribers have not been sent.
         let first_new = fx.append.first().map(|(seq, _)| *seq);
