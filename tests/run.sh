@@ -3,6 +3,7 @@
 #  1. Rust: unit tests, the server's integration tests over real sockets, and the binary's
 #     end-to-end tests (SIGKILL crash durability — TANDEM_CRASH_CYCLES, default 50 — CLI, signals).
 #  2. Interop: the real npm client stack (yjs + y-websocket on Node) against the binary.
+#     pycrdt: yrs-based Python clients (pycrdt + its websocket provider) join busy rooms.
 #  3. Browser: headless Debian chromium driven by playwright-core against the binary.
 # Dependencies the Rust build does not cover are installed by tests/setup.sh.
 set -euo pipefail
@@ -22,6 +23,9 @@ cargo build --locked --manifest-path fuzz/Cargo.toml
 
 echo "== interop: yjs + y-websocket clients"
 (cd tests && node --test --test-concurrency=2 interop/)
+
+echo "== interop: pycrdt (yrs) clients joining busy rooms"
+tests/.venv-pycrdt/bin/python tests/pycrdt/busy_join.py
 
 if [ -d tests/browser ]; then
   echo "== browser: chromium + playwright-core"

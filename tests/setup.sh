@@ -31,6 +31,16 @@ if [ ! -f tests/node_modules/.package-lock.json ] || [ tests/package-lock.json -
   (cd tests && npm ci --no-audit --no-fund)
 fi
 
+# The pycrdt interop test (tests/pycrdt): a venv with the pinned yrs-based Python client stack,
+# reinstalled when requirements.txt changes. Needs `python3 -m venv` (Debian: python3-venv).
+if [ ! -f tests/.venv-pycrdt/.installed ] || [ tests/pycrdt/requirements.txt -nt tests/.venv-pycrdt/.installed ]; then
+  echo "== python venv (tests/pycrdt)"
+  rm -rf tests/.venv-pycrdt
+  python3 -m venv tests/.venv-pycrdt
+  tests/.venv-pycrdt/bin/pip install --quiet --disable-pip-version-check -r tests/pycrdt/requirements.txt
+  touch tests/.venv-pycrdt/.installed
+fi
+
 # The browser suite's staleness test rebuilds web-demo/src with the demo's own esbuild
 if [ ! -f web-demo/node_modules/.package-lock.json ] || [ web-demo/package-lock.json -nt web-demo/node_modules/.package-lock.json ]; then
   echo "== npm ci (web-demo)"

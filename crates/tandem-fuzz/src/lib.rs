@@ -5,9 +5,12 @@
 //!   crashes, sabotage, and the convergence checks.
 //! * [`live`] — the same scenarios against a running server over real WebSockets.
 //!
-//! A campaign runs scenarios derived from one seed, shrinks the first failure to a minimal step
-//! list and writes a replay file.
+//! * [`isolate`] — scenarios in a worker process, so a crash inside yrs is a reported failure.
+//!
+//! A campaign runs scenarios derived from one seed, shrinks each failure to a minimal step list
+//! and writes a replay file.
 
+pub mod isolate;
 pub mod live;
 pub mod ops;
 pub mod sim;
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use isolate::{InProcess, Isolated, Runner, WorkerCommand, worker_main};
 pub use sim::{Counters, DurabilityMode, Sabotage, Scenario, Step, run_scenario};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +112,17 @@ pub fn scenario_seed(seed: u64, i: u64) -> u64 {
 /// Shrinks a failing scenario's steps by delta debugging: removes ever smaller chunks while the
 /// scenario still fails, re-running it deterministically each time. At most `budget` runs.
 pub fn shrink(scenario: &Scenario, budget: usize) -> (Scenario, String) {
+    shrink_with(&mut InProcess, scenario, budget)
+}
+
+/// [`shrink`], running each candidate with `runner`.
+pub fn shrink_with(
+    runner: &mut dyn Runner,
+    scenario: &Scenario,
+    budget: usize,
+) -> (Scenario, String) {
     let mut best = scenario.clone();
-    let mut failure = match run_scenario(&best).0 {
+    let mut failure = match runner.run(&best).0 {
         Err(e) => e,
         Ok(()) => return (best, "scenario no longer fails".into()),
     };
@@ -123,7 +136,7 @@ pub fn shrink(scenario: &Scenario, budget: usize) -> (Scenario, String) {
             let end = (start + chunk).min(candidate.steps.len());
             candidate.steps.drain(start..end);
             runs += 1;
-            if let (Err(e), _) = run_scenario(&candidate) {
+            if let (Err(e), _) = runner.run(&candidate) {
                 best = candidate;
                 failure = e;
                 removed_any = true;
@@ -152,8 +165,18 @@ fn write_replay(out_dir: &Path, file: &ReplayFile) -> Result<PathBuf, FuzzError>
     Ok(path)
 }
 
-/// Runs a simulated campaign, printing progress and failures to `out`.
+/// Runs a simulated campaign in this process, printing progress and failures to `out`.
 pub fn run_sim(opts: &Options, out: &mut dyn Write) -> Result<Summary, FuzzError> {
+    run_sim_with(opts, &mut InProcess, out)
+}
+
+/// Runs a simulated campaign with `runner` (e.g. [`Isolated`]: a crash is one failed scenario),
+/// printing progress and failures to `out`.
+pub fn run_sim_with(
+    opts: &Options,
+    runner: &mut dyn Runner,
+    out: &mut dyn Write,
+) -> Result<Summary, FuzzError> {
     let started = Instant::now();
     let mut summary = Summary::default();
     let bar = progress_bar(opts);
@@ -168,7 +191,7 @@ pub fn run_sim(opts: &Options, out: &mut dyn Write) -> Result<Summary, FuzzError
             opts.durability,
             opts.sabotage,
         );
-        let (result, counters) = run_scenario(&scenario);
+        let (result, counters) = runner.run(&scenario);
         summary.scenarios += 1;
         summary.add(counters);
         bar.inc(1);
@@ -188,7 +211,7 @@ pub fn run_sim(opts: &Options, out: &mut dyn Write) -> Result<Summary, FuzzError
                     scenario.durability,
                     scenario.compact_after_entries
                 )?;
-                let (small, small_failure) = shrink(&scenario, 400);
+                let (small, small_failure) = shrink_with(runner, &scenario, 400);
                 writeln!(
                     out,
                     "shrunk to {} steps: {small_failure}",
@@ -240,8 +263,17 @@ pub(crate) fn progress_bar(opts: &Options) -> indicatif::ProgressBar {
     bar
 }
 
-/// Reads a replay file and runs its scenario once.
+/// Reads a replay file and runs its scenario once, in this process.
 pub fn replay(path: &Path, out: &mut dyn Write) -> Result<Summary, FuzzError> {
+    replay_with(path, &mut InProcess, out)
+}
+
+/// Reads a replay file and runs its scenario once with `runner`.
+pub fn replay_with(
+    path: &Path,
+    runner: &mut dyn Runner,
+    out: &mut dyn Write,
+) -> Result<Summary, FuzzError> {
     let err = |detail: String| FuzzError::Replay {
         path: path.to_owned(),
         detail,
@@ -249,7 +281,7 @@ pub fn replay(path: &Path, out: &mut dyn Write) -> Result<Summary, FuzzError> {
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let file: ReplayFile = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
     let started = Instant::now();
-    let (result, counters) = run_scenario(&file.scenario);
+    let (result, counters) = runner.run(&file.scenario);
     let mut summary = Summary {
         scenarios: 1,
         counters,

@@ -53,9 +53,14 @@ pub enum Sabotage {
     SkipLogWrite,
     /// The room is not told when one client leaves, so its awareness state stays.
     ForgetAwarenessRemoval,
+    /// A client replica dies (`abort()`) while applying a server frame, as a replica does when
+    /// yrs corrupts memory. Only for isolated runs ([`crate::isolate`]): in process, it would
+    /// end the whole campaign, which is the point of the demonstration.
+    CrashClient,
 }
 
 impl Sabotage {
+    /// Every sabotage a scenario reports as a failed check (in process too; not `CrashClient`).
     pub const ALL: [Sabotage; 3] = [
         Sabotage::DropUpdate,
         Sabotage::SkipLogWrite,
@@ -595,6 +600,9 @@ impl Sim {
     }
 
     fn client_receive(&mut self, c: usize, frame: &[u8]) -> Result<(), String> {
+        if self.sabotage(Sabotage::CrashClient) {
+            std::process::abort();
+        }
         let msgs = decode_frame(frame).map_err(|e| format!("client {c} got a bad frame: {e}"))?;
         for msg in msgs {
             match msg {

@@ -10,6 +10,8 @@
 //! parameter.
 
 mod awareness;
+#[cfg(test)]
+mod causal_tests;
 mod room;
 
 pub use awareness::AwarenessTable;

@@ -69,12 +69,18 @@ struct Peer {
     /// supply them.
     resync_requested: bool,
     denied_notified: bool,
+    /// The room has queued the SyncStep2 answering this peer's SyncStep1 (or the driver answered
+    /// it before the room existed). Only synced peers receive document updates: an update sent
+    /// before that reply could depend on state the peer cannot have yet (causal delivery).
+    synced: bool,
 }
 
 pub struct Room {
     doc: Doc,
     awareness: AwarenessTable,
     peers: HashMap<PeerId, Peer>,
+    /// How many peers are not synced yet; while zero, updates go out as one `Target::All`.
+    unsynced: usize,
     config: RoomConfig,
     next_seq: u64,
     entries_since_snapshot: u64,
@@ -147,6 +153,7 @@ impl Room {
             doc: Doc::new(),
             awareness: AwarenessTable::default(),
             peers: HashMap::new(),
+            unsynced: 0,
             config,
             next_seq: 1,
             entries_since_snapshot: 0,
@@ -226,15 +233,40 @@ impl Room {
     }
 
     /// A peer joins: it gets our state vector (SyncStep1) and the current awareness states.
+    /// It receives document updates only once its own SyncStep1 has been answered (see
+    /// [`Room::connect_synced`] for a peer whose SyncStep1 the driver already answered).
     pub fn connect(&mut self, peer: PeerId, info: PeerInfo) -> Effects {
-        self.peers.insert(
+        self.join(peer, info, false)
+    }
+
+    /// A peer joins whose opening SyncStep1 the driver already answered with a SyncStep2 of
+    /// exactly this room's current state (a cold room's [`Prefetch`]): it receives document
+    /// updates from now on.
+    pub fn connect_synced(&mut self, peer: PeerId, info: PeerInfo) -> Effects {
+        self.join(peer, info, true)
+    }
+
+    /// Whether `peer` receives document updates (its SyncStep1 was answered).
+    pub fn is_synced(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.synced)
+    }
+
+    fn join(&mut self, peer: PeerId, info: PeerInfo, synced: bool) -> Effects {
+        let previous = self.peers.insert(
             peer,
             Peer {
                 info,
                 resync_requested: false,
                 denied_notified: false,
+                synced,
             },
         );
+        if previous.is_some_and(|p| !p.synced) {
+            self.unsynced -= 1;
+        }
+        if !synced {
+            self.unsynced += 1;
+        }
         let mut fx = Effects::default();
         fx.send(
             Target::Peer(peer),
@@ -249,7 +281,9 @@ impl Room {
 
     /// A peer left (or was closed): its awareness states are removed and the removal relayed.
     pub fn disconnect(&mut self, peer: PeerId, now_ms: u64) -> Effects {
-        self.peers.remove(&peer);
+        if self.peers.remove(&peer).is_some_and(|p| !p.synced) {
+            self.unsynced -= 1;
+        }
         let mut fx = Effects::default();
         let removed = self.awareness.remove_peer(peer, now_ms);
         if !removed.is_empty() && !self.peers.is_empty() {
@@ -327,6 +361,14 @@ impl Room {
                     _ => encode_sync_step2(&self.doc.transact().encode_diff_v1(&sv)).into(),
                 };
                 fx.send(Target::Peer(peer), reply);
+                // Every update integrated after this reply is sent after it too: from here on
+                // the peer can have each one's dependencies.
+                if let Some(state) = self.peers.get_mut(&peer)
+                    && !state.synced
+                {
+                    state.synced = true;
+                    self.unsynced -= 1;
+                }
                 Ok(())
             }
             Message::Sync(SyncMessage::SyncStep2(update)) => {
@@ -429,7 +471,7 @@ impl Room {
         self.next_seq += 1;
         self.entries_since_snapshot += 1;
         self.bytes_since_snapshot += delta.len() as u64;
-        fx.send(Target::All, encode_update(&delta));
+        self.broadcast_update(encode_update(&delta), fx);
         fx.append.push((
             seq,
             LogRecord {
@@ -439,6 +481,22 @@ impl Room {
             },
         ));
         Ok(())
+    }
+
+    /// Sends a document update to every synced peer: one `Target::All` when all are (the usual
+    /// case), one send per synced peer while some peer still waits for its SyncStep2 — an unsynced
+    /// peer gets the update inside that SyncStep2 instead.
+    fn broadcast_update(&self, frame: Vec<u8>, fx: &mut Effects) {
+        if self.unsynced == 0 {
+            fx.send(Target::All, frame);
+            return;
+        }
+        let frame = Bytes::from(frame);
+        for (&peer, state) in &self.peers {
+            if state.synced {
+                fx.send(Target::Peer(peer), frame.clone());
+            }
+        }
     }
 
     fn maybe_compact(&mut self, now_ms: u64, fx: &mut Effects) {
@@ -493,6 +551,10 @@ mod tests {
             M::Sync(SyncMessage::SyncStep1(_))
         ));
         room.connect(2, PeerInfo::default());
+        // updates reach peers whose SyncStep1 was answered (causal_tests.rs)
+        for p in [1, 2] {
+            room.handle(p, &encode_sync_step1(&[0]), 0);
+        }
         let (_, u) = text_update(7, "hi");
         let (fx, err) = room.handle(1, &encode_update(&u), 5);
         assert!(err.is_none());

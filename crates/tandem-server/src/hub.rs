@@ -556,6 +556,9 @@ async fn built(build: tokio::task::JoinHandle<Result<Room, String>>) -> Result<R
 struct WarmUp {
     /// Peers whose join was acknowledged; the room connects them once it is built.
     joined: Vec<(PeerId, PeerInfo, PeerConn)>,
+    /// Joined peers whose opening SyncStep1 was answered from the [`Prefetch`]: the room must
+    /// count them as synced, or they would never receive its updates.
+    answered: std::collections::HashSet<PeerId>,
     /// Every other command, in arrival order, for the built room.
     deferred: Vec<RoomCmd>,
 }
@@ -591,7 +594,9 @@ async fn warm_up(
                             conn.out.flush();
                             queued
                         });
-                    if !answered {
+                    if answered {
+                        early.answered.insert(peer);
+                    } else {
                         waiting.insert(peer);
                         early.deferred.push(RoomCmd::Frame { peer, frame });
                     }
@@ -733,7 +738,13 @@ async fn room_task(
     let mut fx = Effects::default();
     for (peer, info, conn) in early.joined {
         host.peers.insert(peer, conn);
-        merge(&mut fx, room.connect(peer, info));
+        // The prefetched reply is the stored state, which is exactly the built room's.
+        let joined = if early.answered.contains(&peer) {
+            room.connect_synced(peer, info)
+        } else {
+            room.connect(peer, info)
+        };
+        merge(&mut fx, joined);
     }
     host.deliver(&mut room, fx.sends);
     let mut tick = tokio::time::interval(hub.config.tick_interval);
@@ -770,7 +781,18 @@ async fn room_task(
         let mut replies = Vec::new();
         let mut reload = false;
         let mut stop: Option<CloseFrame> = None;
-        for cmd in batch.drain(..) {
+        // Commands left for the next batch (allocates only when a batch is split).
+        let mut carry = Vec::new();
+        let mut cmds = batch.drain(..);
+        while let Some(cmd) = cmds.next() {
+            // `Target::All` is resolved when the batch is delivered, so a peer joining mid-batch
+            // would receive updates the room emitted before it connected — before its SyncStep2,
+            // against causal delivery. A join therefore starts the next batch.
+            if matches!(cmd, RoomCmd::Join { .. }) && !fx.sends.is_empty() {
+                carry.push(cmd);
+                carry.extend(cmds.by_ref());
+                break;
+            }
             match cmd {
                 RoomCmd::Join {
                     peer,
@@ -828,6 +850,8 @@ async fn room_task(
                 }
             }
         }
+        drop(cmds);
+        batch.append(&mut carry);
         // Marked before the log write, cleared once it is durable (or failed): a replay that
         // reads the log concurrently never sends an entry live subscribers have not been sent.
         let first_new = fx.append.first().map(|(seq, _)| *seq);

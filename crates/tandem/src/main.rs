@@ -40,6 +40,11 @@ enum Command {
     BenchRelay(tandem_bench::relay::RelayArgs),
     /// Run the conflict fuzzer: simulated (default) or live clients, crashes, convergence checks.
     Fuzz(FuzzArgs),
+    /// Internal: runs the scenarios `tandem fuzz` sends on stdin, one JSON line each, and
+    /// answers each outcome on stdout (a crash inside yrs then ends this process, not the
+    /// campaign).
+    #[command(hide = true)]
+    FuzzWorker,
     /// Mint a signed room token (JWT HS256) for --auth-secret servers; prints it to stdout.
     Token(TokenArgs),
 }
@@ -92,6 +97,10 @@ struct FuzzArgs {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// A simulated scenario (each runs in a worker process) that runs longer than this many
+    /// seconds is a failure.
+    #[arg(long, default_value_t = 600.0)]
+    scenario_timeout: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -102,6 +111,8 @@ enum SabotageKind {
     SkipLogWrite,
     /// The room is not told that one client left (its awareness stays).
     ForgetAwarenessRemoval,
+    /// A client replica aborts its process (shows that a crash is reported, not fatal).
+    CrashClient,
 }
 
 #[derive(clap::Args)]
@@ -221,6 +232,10 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::FuzzWorker => {
+            tandem_fuzz::worker_main(std::io::stdin().lock(), std::io::stdout().lock())
+                .context("fuzz worker")
+        }
         Command::Token(args) => token(args),
     }
 }
@@ -230,8 +245,14 @@ fn fuzz(args: FuzzArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<boo
     use std::io::Write;
     use tandem_fuzz::{DurabilityMode as D, Sabotage as S};
     let mut out = std::io::stdout();
+    // Simulated scenarios run in a worker process: this very binary, `tandem fuzz-worker`.
+    let mut isolated = tandem_fuzz::Isolated::new(tandem_fuzz::WorkerCommand {
+        program: std::env::current_exe().context("locating the tandem binary")?,
+        args: vec!["fuzz-worker".into()],
+        timeout: secs(args.scenario_timeout, "--scenario-timeout")?,
+    });
     let summary = if let Some(path) = &args.replay {
-        tandem_fuzz::replay(path, &mut out)
+        tandem_fuzz::replay_with(path, &mut isolated, &mut out)
             .with_context(|| format!("replaying {}", path.display()))?
     } else {
         let seed = args.seed.unwrap_or_else(tandem_fuzz::random_seed);
@@ -250,12 +271,14 @@ fn fuzz(args: FuzzArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<boo
                 SabotageKind::DropUpdate => S::DropUpdate,
                 SabotageKind::SkipLogWrite => S::SkipLogWrite,
                 SabotageKind::ForgetAwarenessRemoval => S::ForgetAwarenessRemoval,
+                SabotageKind::CrashClient => S::CrashClient,
             }),
             out_dir: args.out_dir.clone(),
             progress: !args.no_progress,
         };
         match args.mode {
-            FuzzMode::Sim => tandem_fuzz::run_sim(&opts, &mut out).context("running the fuzzer")?,
+            FuzzMode::Sim => tandem_fuzz::run_sim_with(&opts, &mut isolated, &mut out)
+                .context("running the fuzzer")?,
             FuzzMode::Live => {
                 let url = args
                     .url

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod regressions;
+
 use tandem_fuzz::{DurabilityMode, Options, Sabotage, replay, run_sim};
 
 fn seed() -> u64 {

@@ -83,3 +83,46 @@ fn sabotage_exits_1_and_the_replay_file_reproduces_it() {
     assert!(again.contains("FAILURE: "), "{again}");
     assert_eq!(last_line(&again), "scenarios: 1, failures: 1", "{again}");
 }
+
+/// A replica that takes its process down (as yrs does when it corrupts memory) is one failed
+/// scenario with a replay file; the campaign goes on and prints its summary.
+#[test]
+fn a_crashing_replica_is_a_reported_failure_and_the_campaign_continues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = seed().to_string();
+    let out_dir = dir.path().to_str().expect("utf-8 path");
+    let (code, out) = fuzz(&[
+        "--seed",
+        &seed,
+        "--scenarios",
+        "3",
+        "--ops",
+        "20",
+        "--sabotage",
+        "crash-client",
+        "--out-dir",
+        out_dir,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(last_line(&out), "scenarios: 3, failures: 3", "{out}");
+    for k in 0..3 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("FAILURE in scenario {k} ")))
+            .unwrap_or_else(|| panic!("scenario {k} not reported:\n{out}"));
+        assert!(line.contains("killed by signal 6 (SIGABRT)"), "{line}");
+    }
+    let replays: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("replay file: "))
+        .filter_map(|l| l.split(" (run:").next())
+        .collect();
+    assert_eq!(replays.len(), 3, "{out}");
+    let (code, again) = fuzz(&["--replay", replays[2]]);
+    assert_eq!(code, 1, "{again}");
+    assert!(
+        again.contains("FAILURE: the scenario's process died"),
+        "{again}"
+    );
+    assert_eq!(last_line(&again), "scenarios: 1, failures: 1", "{again}");
+}
