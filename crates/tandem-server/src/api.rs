@@ -29,6 +29,8 @@ use crate::hub::{ApplyError, Hub, RoomCmd};
 use crate::json::doc_to_json;
 use crate::routes::room_from_path;
 
+#[cfg(test)]
+mod fidelity_tests;
 mod v2;
 mod v2_out;
 

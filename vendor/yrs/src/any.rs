@@ -43,13 +43,21 @@ impl Any {
             // CASE 126: null
             126 => Any::Null,
             // CASE 125: integer
-            125 => Any::Number(Number::Int(decoder.read_var::<i64>()?)),
+            // (lib0 writes -0 as a varint with the sign bit and no digits: keep it a float)
+            125 => {
+                let n = decoder.read_var_signed::<i64>()?;
+                if n.is_negative() && n.value() == 0 {
+                    Any::Number(Number::Float(-0.0))
+                } else {
+                    Any::Number(Number::Int(n.value()))
+                }
+            }
             // CASE 124: float32
             124 => Any::Number(Number::Float(decoder.read_f32()? as f64)),
             // CASE 123: float64
             123 => Any::Number(Number::Float(decoder.read_f64()?)),
             // CASE 122: bigint
-            122 => Any::Number(Number::Int(decoder.read_i64()?)),
+            122 => Any::Number(Number::BigInt(decoder.read_i64()?)),
             // CASE 121: boolean (false)
             121 => Any::Bool(false),
             // CASE 120: boolean (true)
@@ -162,6 +170,11 @@ impl Any {
                             encoder.write_u8(122);
                             encoder.write_i64(n)
                         }
+                    }
+                    Number::BigInt(n) => {
+                        // TYPE 122: BigInt, whatever its magnitude (a JS `bigint`)
+                        encoder.write_u8(122);
+                        encoder.write_i64(n)
                     }
                     Number::Float(n) => {
                         if (n as f32) as f64 == n {
@@ -280,6 +293,9 @@ impl std::fmt::Display for Any {
 pub enum Number {
     Int(i64),
     Float(f64),
+    /// A lib0 `bigint` (type 122): a different type from a number in JavaScript, so it is kept
+    /// apart from `Int` and encoded as a bigint again.
+    BigInt(i64),
 }
 
 impl Number {
@@ -301,7 +317,7 @@ impl Number {
 
     pub fn as_i64(self) -> Option<i64> {
         match self {
-            Number::Int(value) => Some(value),
+            Number::Int(value) | Number::BigInt(value) => Some(value),
             Number::Float(value) => {
                 // check if conversion is lossless
                 let converted = value as i64;
@@ -316,7 +332,7 @@ impl Number {
 
     pub fn as_f64(self) -> Option<f64> {
         match self {
-            Number::Int(value) => {
+            Number::Int(value) | Number::BigInt(value) => {
                 let n = value as f64;
                 if n as i64 == value {
                     Some(n)
@@ -333,6 +349,8 @@ impl PartialEq for Number {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Number::Int(a), Number::Int(b)) => a == b,
+            (Number::BigInt(a), Number::BigInt(b)) => a == b,
+            (Number::BigInt(_), _) | (_, Number::BigInt(_)) => false,
             (Number::Float(a), Number::Float(b)) => a == b,
             _ => match (self.as_f64(), other.as_f64()) {
                 (Some(a), Some(b)) => a == b,
@@ -374,6 +392,9 @@ impl Serialize for Number {
         S: Serializer,
     {
         use serde::ser::Error;
+        if let Number::BigInt(v) = self {
+            return serializer.serialize_i64(*v);
+        }
         match self.as_f64() {
             Some(v) => serializer.serialize_f64(v),
             None => match self.as_i64() {
@@ -435,6 +456,7 @@ impl std::fmt::Display for Number {
         match self {
             Number::Int(value) => write!(f, "{}", value),
             Number::Float(value) => write!(f, "{}", value),
+            Number::BigInt(value) => write!(f, "{}n", value),
         }
     }
 }

@@ -1,0 +1,82 @@
+//! Values Yjs writes come back unchanged through every path the server re-encodes them: the
+//! room's yrs document (WebSocket sync, broadcasts, snapshots, GET v1), POST v2 (`v2_to_v1`)
+//! and GET v2 (`v1_to_v2`). The inputs are the bytes Yjs 13.6 / lib0 write, built by hand.
+#![allow(clippy::unwrap_used)]
+
+use yrs::updates::decoder::Decode;
+use yrs::{Any, Doc, Map, Out, ReadTxn, StateVector, Transact, Update};
+
+use super::{v2, v2_out};
+
+fn full(doc: &Doc) -> Vec<u8> {
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+fn load(v1: &[u8]) -> Doc {
+    let doc = Doc::new();
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(v1).unwrap())
+        .unwrap();
+    doc
+}
+
+/// v1 of `ydoc.getMap('m').set(key, value)` by client 1, with `content` the item content
+/// (info byte and content bytes).
+fn map_set(key: &str, info: u8, content: &[u8]) -> Vec<u8> {
+    let mut b = vec![1, 1, 1, 0, info | 0x20, 1, 1, b'm', key.len() as u8];
+    b.extend_from_slice(key.as_bytes());
+    b.extend_from_slice(content);
+    b.push(0); // empty delete set
+    b
+}
+
+/// Through the room and GET v1, and through GET v2 then POST v2.
+fn round_trips(v1: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let via_room = full(&load(v1));
+    let v2 = v2_out::v1_to_v2(v1).unwrap();
+    let via_v2 = v2::v2_to_v1(&v2, 64, 1 << 20).unwrap();
+    (via_room, via_v2)
+}
+
+/// `map.set('b', 5n)` and friends: lib0 type 122 stays a bigint (it came back as an integer
+/// or, for `2n ** 62n`, a float), and `-0` (type 125, sign bit, no digits) stays `-0`.
+#[test]
+fn bigint_and_negative_zero_come_back_as_written() {
+    let bigint = |n: i64| {
+        let mut a = vec![1, 0x7a];
+        a.extend_from_slice(&n.to_be_bytes());
+        a
+    };
+    for (name, any) in [
+        ("5n", bigint(5)),
+        ("-5n", bigint(-5)),
+        ("2n**62n", bigint(1 << 62)),
+        ("0n", bigint(0)),
+    ] {
+        let v1 = map_set("b", 8, &any);
+        let (room, v2) = round_trips(&v1);
+        assert_eq!(room, v1, "{name} through the room");
+        assert_eq!(v2, v1, "{name} through v2");
+        let doc = load(&v1);
+        let txn = doc.transact();
+        let v = txn.get_map("m").unwrap().get(&txn, "b").unwrap();
+        assert!(
+            matches!(v, Out::Any(Any::Number(yrs::Number::BigInt(_)))),
+            "{name}: {v:?}"
+        );
+    }
+    // -0: yrs may write it as a float32 -0; Yjs reads that as -0 too
+    let v1 = map_set("z", 8, &[1, 0x7d, 0x40]);
+    for out in <[Vec<u8>; 2]>::from(round_trips(&v1)) {
+        let doc = load(&out);
+        let txn = doc.transact();
+        match txn.get_map("m").unwrap().get(&txn, "z").unwrap() {
+            Out::Any(Any::Number(n)) => {
+                let f = n.as_f64().unwrap();
+                assert!(f == 0.0 && f.is_sign_negative(), "{n:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
