@@ -466,7 +466,7 @@ impl ToJson for Doc {
 }
 
 /// Configuration options of [Doc] instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Globally unique client identifier. This value must be unique across all active collaborating
     /// peers, otherwise a update collisions will happen, causing document store state to be corrupted.
@@ -507,6 +507,11 @@ pub struct Options {
     ///
     /// This flag orders cleanup of dangling formatting attributes.
     pub cleanup_formatting: bool,
+    /// Yjs' `Doc.meta`: application data a sub-document carries in its options (`opts.meta`),
+    /// kept as written so it reaches other peers unchanged.
+    ///
+    /// Default value: `None` (Yjs' `null`, not written).
+    pub meta: Option<Any>,
 }
 
 impl Options {
@@ -520,6 +525,7 @@ impl Options {
             auto_load: false,
             should_load: true,
             cleanup_formatting: true,
+            meta: None,
         }
     }
 
@@ -533,6 +539,7 @@ impl Options {
             auto_load: false,
             should_load: true,
             cleanup_formatting: false,
+            meta: None,
         }
     }
 
@@ -549,6 +556,9 @@ impl Options {
         m.insert("encoding".to_owned(), Any::from(encoding));
         m.insert("autoLoad".to_owned(), self.auto_load.into());
         m.insert("shouldLoad".to_owned(), self.should_load.into());
+        if let Some(meta) = self.meta.as_ref() {
+            m.insert("meta".to_owned(), meta.clone());
+        }
         Any::from(m)
     }
 }
@@ -587,6 +597,7 @@ impl Decode for Options {
                         options.offset_kind = OffsetKind::Bytes
                     }
                     ("encoding", _) => options.offset_kind = OffsetKind::Utf16,
+                    ("meta", meta) => options.meta = Some(meta.clone()),
                     _ => { /* do nothing */ }
                 }
             }

@@ -80,3 +80,26 @@ fn bigint_and_negative_zero_come_back_as_written() {
         }
     }
 }
+
+/// `map.set('s', new Y.Doc({ meta: { a: 1 } }))`: the options keep `meta` (it came back `null`).
+#[test]
+fn subdocument_meta_comes_back() {
+    let mut content = vec![3, b'g', b'i', b'd'];
+    content.extend_from_slice(&[0x76, 1, 4, b'm', b'e', b't', b'a', 0x76, 1, 1, b'a', 0x7d, 1]);
+    let v1 = map_set("s", 9, &content);
+    let (room, v2) = round_trips(&v1);
+    // the options map is re-encoded with yrs' own keys too (in hash order): look for the entry
+    let meta_entry = [4, b'm', b'e', b't', b'a', 0x76, 1, 1, b'a', 0x7d, 1];
+    for (path, out) in [("room", room), ("v2", v2)] {
+        assert!(
+            out.windows(meta_entry.len()).any(|w| w == meta_entry),
+            "{path}: meta missing from {out:?}"
+        );
+        let doc = load(&out);
+        let txn = doc.transact();
+        let Some(Out::YDoc(sub)) = txn.get_map("m").unwrap().get(&txn, "s") else {
+            panic!("{path}: no sub-document")
+        };
+        assert_eq!(sub.guid().to_string(), "gid", "{path}");
+    }
+}
