@@ -233,9 +233,13 @@ fn read_content(r: &mut Reader<'_>, kind: u8, limits: &UpdateLimits) -> Result<u
         // type
         7 => {
             match r.read_u8("type ref")? {
-                0 | 1 | 2 | 4 | 5 | 6 | 9 | 15 => {}
+                0 | 1 | 2 | 4 | 6 | 9 | 15 => {}
                 3 => {
                     r.read_str("xml element name")?;
+                }
+                // Yjs' YXmlHook writes its hook name (read since yrs patch 4)
+                5 => {
+                    r.read_str("xml hook name")?;
                 }
                 _ => return Err(DecodeError::InvalidUpdate("unknown type ref")),
             }

@@ -103,3 +103,19 @@ fn subdocument_meta_comes_back() {
         assert_eq!(sub.guid().to_string(), "gid", "{path}");
     }
 }
+
+/// `xmlFragment.insert(0, [new Y.XmlHook('hook')]); hook.set('a', 1)`: Yjs writes the hook
+/// name after the type ref; yrs read none, so everything after it was misread (the validator
+/// mirrored that and refused Yjs' bytes, e.g. as "invalid utf-8 in string content").
+#[test]
+fn xml_hook_name_comes_back() {
+    // v1 as Yjs 13.6 writes it for client 1
+    let v1 = [
+        1, 2, 1, 0, 7, 1, 1, b'x', 5, 4, b'h', b'o', b'o', b'k', 0x28, 0, 1, 0, 1, b'a', 1, 0x7d,
+        1, 0,
+    ];
+    tandem_protocol::validate_update_v1(&v1, &Default::default()).unwrap();
+    let (room, v2) = round_trips(&v1);
+    assert_eq!(room, v1);
+    assert_eq!(v2, v1);
+}
