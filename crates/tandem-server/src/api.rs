@@ -495,9 +495,9 @@ async fn get_update(hub: &Arc<Hub>, room: &str, req: &Req) -> ApiResult {
     if v2 {
         // off the room's thread: v2 is our own conversion of the v1 state (api/v2_out.rs)
         let v2 = blocking(move || v2_out::v1_to_v2(&bytes)).await?;
-        return v2.map(binary).map_err(|e| {
-            ApiError::unavailable(format!("cannot encode the document as v2: {e}"))
-        });
+        return v2
+            .map(binary)
+            .map_err(|e| ApiError::unavailable(format!("cannot encode the document as v2: {e}")));
     }
     Ok(binary(bytes))
 }

@@ -85,7 +85,9 @@ fn bigint_and_negative_zero_come_back_as_written() {
 #[test]
 fn subdocument_meta_comes_back() {
     let mut content = vec![3, b'g', b'i', b'd'];
-    content.extend_from_slice(&[0x76, 1, 4, b'm', b'e', b't', b'a', 0x76, 1, 1, b'a', 0x7d, 1]);
+    content.extend_from_slice(&[
+        0x76, 1, 4, b'm', b'e', b't', b'a', 0x76, 1, 1, b'a', 0x7d, 1,
+    ]);
     let v1 = map_set("s", 9, &content);
     let (room, v2) = round_trips(&v1);
     // the options map is re-encoded with yrs' own keys too (in hash order): look for the entry

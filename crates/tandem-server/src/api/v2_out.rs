@@ -117,7 +117,10 @@ mod tests {
         doc.transact_mut()
             .apply_update(Update::decode_v1(&v1).unwrap())
             .unwrap();
-        let full = |d: &Doc| d.transact().encode_state_as_update_v1(&StateVector::default());
+        let full = |d: &Doc| {
+            d.transact()
+                .encode_state_as_update_v1(&StateVector::default())
+        };
         assert_eq!(full(&doc), v1);
         let v2 = v1_to_v2(&full(&doc)).unwrap();
         let h = hex(&v2);
