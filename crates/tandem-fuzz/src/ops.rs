@@ -419,6 +419,7 @@ fn any_to_json(a: &Any, depth: usize) -> Json {
         Any::Bool(b) => Json::Bool(*b),
         Any::Number(n) => match n {
             yrs::any::Number::Int(i) => Json::from(*i),
+            yrs::any::Number::BigInt(i) => Json::String(format!("{i}n")),
             yrs::any::Number::Float(f) => serde_json::Number::from_f64(*f)
                 .map(Json::Number)
                 .unwrap_or(Json::Null),

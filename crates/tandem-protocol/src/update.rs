@@ -187,13 +187,23 @@ fn read_content(r: &mut Reader<'_>, kind: u8, limits: &UpdateLimits) -> Result<u
             }
             len
         }
-        // JSON: yrs reads len + 1 strings (and none when len does not fit an i32)
+        // legacy JSON (older Yjs): `len` strings, each `JSON.stringify(v)` or "undefined", as
+        // Yjs' `readContentJSON` and the patched yrs read them (vendor/yrs/PATCHES.md). Yjs
+        // clients `JSON.parse` every entry, so text they would throw on is refused here.
         2 => {
-            let len = r.read_var_bounded(i32::MAX as u64 - 1, "json content length")?;
-            for _ in 0..=len {
-                r.read_str("json content")?;
+            let len = r.read_count(1, "json content length")?;
+            if len == 0 {
+                return Err(DecodeError::InvalidUpdate("empty json content"));
             }
-            len + 1
+            for _ in 0..len {
+                let mut peek = r.clone();
+                if peek.read_str("json content")? == "undefined" {
+                    *r = peek;
+                } else {
+                    read_json_str(r, "json content", limits)?;
+                }
+            }
+            len as u64
         }
         // binary
         3 => {
@@ -223,9 +233,13 @@ fn read_content(r: &mut Reader<'_>, kind: u8, limits: &UpdateLimits) -> Result<u
         // type
         7 => {
             match r.read_u8("type ref")? {
-                0 | 1 | 2 | 4 | 5 | 6 | 9 | 15 => {}
+                0 | 1 | 2 | 4 | 6 | 9 | 15 => {}
                 3 => {
                     r.read_str("xml element name")?;
+                }
+                // Yjs' YXmlHook writes its hook name (read since yrs patch 4)
+                5 => {
+                    r.read_str("xml hook name")?;
                 }
                 _ => return Err(DecodeError::InvalidUpdate("unknown type ref")),
             }
@@ -564,6 +578,37 @@ mod tests {
                     let _ = Update::decode_v1(&flipped);
                 }
             }
+        }
+    }
+
+    /// Legacy `ContentJSON` (content ref 2), as Yjs 13.6's `ContentJSON.write` encodes it: `len`
+    /// strings, `undefined` spelled out. Accepted exactly when Yjs could read it back.
+    #[test]
+    fn legacy_json_content_reads_len_strings() {
+        // client 7, clock 0, info 2 (JSON, no origins), parent = root "a" (an array)
+        let with = |entries: &[&str]| {
+            let mut b = vec![1, 1];
+            write_var_u64(&mut b, 7);
+            b.extend_from_slice(&[0, 2, 1]);
+            write_str(&mut b, "a");
+            write_var_u64(&mut b, entries.len() as u64);
+            for e in entries {
+                write_str(&mut b, e);
+            }
+            b.push(0); // empty delete set
+            b
+        };
+        let limits = UpdateLimits::default();
+        let ok = with(&["{\"x\":[1,2]}", "undefined", "\"s\"", "null"]);
+        validate_update_v1(&ok, &limits).expect("legacy JSON is valid");
+        let doc = Doc::new();
+        let update = Update::decode_v1(&ok).expect("yrs decodes it");
+        doc.transact_mut().apply_update(update).expect("applies");
+        assert_eq!(doc.get_or_insert_array("a").len(&doc.transact()), 4);
+        assert_eq!(full_update(&doc), ok, "yrs re-encodes it byte for byte");
+        // what Yjs' JSON.parse would throw on, and a zero-length item, are refused
+        for bad in [with(&["{"]), with(&["undefinedx"]), with(&[])] {
+            assert!(validate_update_v1(&bad, &limits).is_err(), "{bad:?}");
         }
     }
 }

@@ -29,7 +29,10 @@ use crate::hub::{ApplyError, Hub, RoomCmd};
 use crate::json::doc_to_json;
 use crate::routes::room_from_path;
 
+#[cfg(test)]
+mod fidelity_tests;
 mod v2;
+mod v2_out;
 
 /// Default and largest page of `GET /api/rooms` and `GET /api/rooms/{room}/log`.
 pub const DEFAULT_PAGE: usize = 100;
@@ -486,14 +489,16 @@ async fn get_update(hub: &Arc<Hub>, room: &str, req: &Req) -> ApiResult {
     };
     existing(hub, room).await?;
     let bytes = inspect(hub, room, move |r| {
-        let txn = r.doc().transact();
-        if v2 {
-            txn.encode_state_as_update_v2(&sv)
-        } else {
-            txn.encode_state_as_update_v1(&sv)
-        }
+        r.doc().transact().encode_state_as_update_v1(&sv)
     })
     .await?;
+    if v2 {
+        // off the room's thread: v2 is our own conversion of the v1 state (api/v2_out.rs)
+        let v2 = blocking(move || v2_out::v1_to_v2(&bytes)).await?;
+        return v2
+            .map(binary)
+            .map_err(|e| ApiError::unavailable(format!("cannot encode the document as v2: {e}")));
+    }
     Ok(binary(bytes))
 }
 

@@ -179,7 +179,8 @@ fn any_to_json(any: &Any, depth: usize) -> Result<Value, TooDeep> {
         Any::Null | Any::Undefined => Value::Null,
         Any::Bool(b) => Value::Bool(*b),
         Any::Number(n) => match n {
-            yrs::any::Number::Int(i) => Value::from(*i),
+            // a BigInt is a JSON integer too: its exact digits (JSON has no bigint type)
+            yrs::any::Number::Int(i) | yrs::any::Number::BigInt(i) => Value::from(*i),
             yrs::any::Number::Float(f) => serde_json::Number::from_f64(*f)
                 .map(Value::Number)
                 .unwrap_or(Value::Null),

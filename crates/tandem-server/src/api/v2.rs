@@ -121,10 +121,18 @@ impl DepthLimited<'_> {
             let mut value = match tag {
                 127 => Any::Undefined,
                 126 => Any::Null,
-                125 => Any::Number(Number::Int(self.inner.read_var::<i64>()?)),
+                // -0 and bigint as the patched `Any::decode` reads them (vendor/yrs/PATCHES.md)
+                125 => {
+                    let n = self.inner.read_var_signed::<i64>()?;
+                    if n.is_negative() && n.value() == 0 {
+                        Any::Number(Number::Float(-0.0))
+                    } else {
+                        Any::Number(Number::Int(n.value()))
+                    }
+                }
                 124 => Any::Number(Number::Float(self.inner.read_f32()? as f64)),
                 123 => Any::Number(Number::Float(self.inner.read_f64()?)),
-                122 => Any::Number(Number::Int(self.inner.read_i64()?)),
+                122 => Any::Number(Number::BigInt(self.inner.read_i64()?)),
                 121 => Any::Bool(false),
                 120 => Any::Bool(true),
                 119 => Any::String(Arc::from(self.any_str()?)),
