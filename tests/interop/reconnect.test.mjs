@@ -220,3 +220,20 @@ test('1001 (server shutting down): the provider reconnects to the restarted serv
     removeDir(dir)
   }
 })
+
+test('50 clients each sending bad frames back to back all receive 4400 and its reason, not 1006', async () => {
+  await withServer([], async (server) => {
+    const closes = await Promise.all(Array.from({ length: 50 }, (_, i) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${server.wsUrl}/burst`)
+      const timer = setTimeout(() => reject(new Error(`client ${i} not closed in time`)), TIMEOUT)
+      ws.on('open', () => {
+        // text frames (refused by the connection) or unknown message types (refused by the room)
+        for (let k = 0; k < 8; k++) ws.send(i % 2 ? Buffer.alloc(16 * 1024, 0x7f) : 'x'.repeat(16 * 1024))
+      })
+      ws.on('error', () => {}) // a reset shows up as close code 1006
+      ws.on('close', (code, reason) => { clearTimeout(timer); resolve({ i, code, reason: reason.toString() }) })
+    })))
+    const wrong = closes.filter(c => c.code !== 4400 || c.reason === '')
+    assert.deepEqual(wrong, [], `${wrong.length} of 50 clients did not see 4400`)
+  })
+})

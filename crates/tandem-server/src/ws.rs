@@ -186,10 +186,8 @@ async fn close_gracefully(
     };
     let sent = tokio::time::timeout(CLOSE_SEND_TIMEOUT, send).await;
     // (when the client closed or went away there is nothing left to wait for)
-    if ours && matches!(sent, Ok(Ok(()))) {
-        if let Some(read) = read {
-            linger(read, decided + CLOSE_LINGER).await;
-        }
+    if let Some(read) = read.filter(|_| ours && matches!(sent, Ok(Ok(())))) {
+        linger(read, decided + CLOSE_LINGER).await;
     }
     out.finish();
 }

@@ -234,7 +234,7 @@ async fn send_bad_frames_until_closed(url: &str, i: usize) -> Result<(u16, Strin
                 None => return Err("1006: ended without a close frame".into()),
             }
         }
-        let msg = if i % 2 == 0 {
+        let msg = if i.is_multiple_of(2) {
             WsMessage::Text("x".repeat(16 * 1024).into())
         } else {
             WsMessage::Binary(vec![0x7f; 16 * 1024].into())
