@@ -108,25 +108,65 @@ impl PeerError {
 }
 
 /// WebSocket close codes Tandem uses.
+///
+/// Stock y-websocket (3.1, `defaultShouldReconnect`) never reconnects after a code from 4400 to
+/// 4499 and reconnects after every other one. So 4400–4499 is kept for refusals that
+/// reconnecting cannot cure (the client would send the same bytes again, or bring back what
+/// was deleted); everything a client recovers from by reconnecting and resyncing uses another
+/// code. See the table in `docs/protocol.md`.
 pub mod close {
-    /// Server shutting down.
+    /// Server shutting down. Reconnect (later).
     pub const GOING_AWAY: u16 = 1001;
-    /// A frame larger than the configured maximum.
-    pub const TOO_LARGE: u16 = 1009;
-    /// Unexpected server failure while handling this peer's input.
+    /// Unexpected server failure while handling this peer's input, or a storage failure.
+    /// Reconnect: the room was rebuilt from storage.
     pub const INTERNAL_ERROR: u16 = 1011;
-    /// The peer stopped answering pings.
+    /// The peer stopped answering pings. Reconnect.
     pub const TIMEOUT: u16 = 4000;
-    /// A malformed message or an update yrs rejects.
-    pub const BAD_MESSAGE: u16 = 4400;
     /// An update whose dependencies the peer could not supply after a resync request.
-    pub const MISSING_DEPENDENCIES: u16 = 4409;
-    /// The peer fell too far behind; reconnect to resync.
-    pub const TOO_SLOW: u16 = 4429;
-    /// The room was deleted through the API.
+    /// Reconnect: the full sync handshake of a new connection resyncs both sides.
+    pub const MISSING_DEPENDENCIES: u16 = 4009;
+    /// The peer fell too far behind; its backlog was dropped. Reconnect to resync.
+    pub const TOO_SLOW: u16 = 4029;
+    /// A malformed message or an update yrs rejects. Permanent: the client would resend it.
+    pub const BAD_MESSAGE: u16 = 4400;
+    /// The room was deleted through the API. Permanent: a reconnecting client would push its
+    /// copy back and bring the deleted room back to life.
     pub const ROOM_DELETED: u16 = 4410;
-    /// The room's stored data cannot be read; it is left untouched.
+    /// A message larger than the configured maximum. Permanent: on reconnect the client's
+    /// sync answer would carry the same content again.
+    pub const TOO_LARGE: u16 = 4413;
+    /// The room's stored data cannot be read (it is left untouched), or the room was
+    /// restarting while the peer joined. Reconnect later.
     pub const ROOM_UNAVAILABLE: u16 = 4500;
+
+    /// Whether stock y-websocket 3.1 reconnects after `code` (its `defaultShouldReconnect`).
+    pub fn stock_client_reconnects(code: u16) -> bool {
+        !(4400..4500).contains(&code)
+    }
+}
+
+#[cfg(test)]
+mod close_code_tests {
+    use super::close::*;
+
+    /// Recoverable conditions must use codes the stock client reconnects after; refusals that
+    /// reconnecting cannot cure must use codes it gives up on.
+    #[test]
+    fn codes_fall_on_the_intended_side_of_the_stock_reconnect_rule() {
+        for code in [
+            GOING_AWAY,
+            INTERNAL_ERROR,
+            TIMEOUT,
+            MISSING_DEPENDENCIES,
+            TOO_SLOW,
+            ROOM_UNAVAILABLE,
+        ] {
+            assert!(stock_client_reconnects(code), "{code} must be recoverable");
+        }
+        for code in [BAD_MESSAGE, ROOM_DELETED, TOO_LARGE] {
+            assert!(!stock_client_reconnects(code), "{code} must be permanent");
+        }
+    }
 }
 
 #[derive(Debug, Error)]

@@ -14,9 +14,9 @@ pub struct ServerConfig {
     /// Sync durability: the shortest time between two group-commit flushes. Writes arriving
     /// within it share the next flush (fewer, larger flushes under load).
     pub group_commit: Duration,
-    /// Largest WebSocket message accepted, in bytes; larger ones close the connection (1009).
+    /// Largest WebSocket message accepted, in bytes; larger ones close the connection (4413).
     pub max_frame_bytes: usize,
-    /// Frames queued for one peer before it counts as too slow and is disconnected (4429).
+    /// Frames queued for one peer before it counts as too slow and is disconnected (4029).
     pub send_queue_frames: usize,
     /// Frames queued from all peers into one room before readers wait (backpressure).
     pub room_queue_frames: usize,

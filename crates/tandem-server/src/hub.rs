@@ -499,12 +499,14 @@ impl Host {
             }
             slow.sort_unstable();
             slow.dedup();
-            self.hub
-                .metrics
-                .slow_peer_disconnects
-                .inc_by(slow.len() as u64);
             let mut fx = Effects::default();
             for peer in slow {
+                // The decision reaches the outbox directly: its backlog is freed now, even while
+                // the connection's writer waits on a socket that takes nothing. Counted once
+                // per peer, and not for a connection that had already ended (it is leaving).
+                if self.peers.get(&peer).is_some_and(|conn| conn.out.abandon()) {
+                    self.hub.metrics.slow_peer_disconnects.inc();
+                }
                 self.close_peer(
                     room,
                     peer,

@@ -102,7 +102,7 @@ impl Metrics {
         );
         registry.register(
             "slow_peer_disconnects",
-            "Peers closed with 4429 because their send queue was full",
+            "Peers closed with 4029 because their send queue was full (each counted once)",
             m.slow_peer_disconnects.clone(),
         );
         registry.register(

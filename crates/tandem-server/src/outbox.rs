@@ -10,6 +10,11 @@
 //! Every poll made on the room's behalf uses a no-op waker and never waits; the writer polls with
 //! its own waker, and the room does not touch the socket while the writer owns it, so the
 //! writer's registration is never overwritten.
+//!
+//! The writer polls [`Outbox::drain`] as one branch of its `select!`, never inside another
+//! branch's body, so a socket that takes nothing can never keep it from pinging or closing.
+//! When the room judges a peer too slow it [`abandon`](Outbox::abandon)s the outbox itself:
+//! the backlog is freed at once, whatever the writer is doing.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -56,6 +61,8 @@ struct State {
     writer_owns: bool,
     /// Frames were handed to the socket since its last completed flush.
     unflushed: bool,
+    /// The room gave up on this peer: no more frames are queued (see [`Outbox::abandon`]).
+    abandoned: bool,
 }
 
 impl Outbox {
@@ -67,6 +74,7 @@ impl Outbox {
                     backlog: VecDeque::new(),
                     writer_owns: false,
                     unflushed: false,
+                    abandoned: false,
                 }),
                 wake: Notify::new(),
                 limit: limit.max(1),
@@ -88,6 +96,9 @@ impl Outbox {
         let mut st = self.state();
         let len = frame.len() as u64;
         let st = &mut *st;
+        if st.abandoned {
+            return Err(Full);
+        }
         let Some(sink) = st.sink.as_mut() else {
             return Err(Full);
         };
@@ -150,19 +161,27 @@ impl Outbox {
         self.shared.wake.notified().await;
     }
 
-    /// Writer task: sends a control or close message behind everything queued.
-    pub async fn send_control(&self, msg: Message) -> Result<(), WsError> {
-        {
-            let mut st = self.state();
-            st.backlog.push_back(msg);
-            st.writer_owns = true;
-        }
-        self.drain().await
+    /// Writer task: queues a control or close message behind everything queued and takes the
+    /// socket; [`drain`](Self::drain) writes it. Never waits.
+    pub fn queue_control(&self, msg: Message) {
+        let mut st = self.state();
+        st.backlog.push_back(msg);
+        st.writer_owns = true;
     }
 
-    /// Drops every frame not yet handed to the socket (a too-slow peer gets no more).
-    pub fn discard_backlog(&self) {
-        self.state().backlog.clear();
+    /// Room task: the peer is too slow and gets nothing more. Frees the backlog at once (the
+    /// writer may be waiting on a socket that takes nothing), refuses later frames, and wakes
+    /// the writer. Returns whether this call gave up on a live connection: false if it already
+    /// was abandoned, or the connection had ended (a peer that is leaving is not a slow one).
+    pub fn abandon(&self) -> bool {
+        let mut st = self.state();
+        let live = !st.abandoned && st.sink.is_some();
+        st.abandoned = true;
+        st.backlog.clear();
+        st.backlog.shrink_to_fit();
+        drop(st);
+        self.shared.wake.notify_one();
+        live
     }
 
     /// Writer task: writes the backlog and flushes, waiting for the socket as needed, then gives

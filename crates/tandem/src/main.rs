@@ -163,10 +163,10 @@ struct ServeArgs {
     /// arriving within it share one flush (0: flush as soon as the previous one ends).
     #[arg(long, default_value_t = 2)]
     group_commit_ms: u64,
-    /// Largest WebSocket message accepted, in bytes (larger: close 1009).
+    /// Largest WebSocket message accepted, in bytes (larger: close 4413).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_frame_bytes: usize,
-    /// Frames queued per peer before it is disconnected as too slow (close 4429).
+    /// Frames queued per peer before it is disconnected as too slow (close 4029).
     #[arg(long, default_value_t = 1024)]
     send_queue: usize,
     /// Seconds a room without peers stays in memory before it is flushed and unloaded.

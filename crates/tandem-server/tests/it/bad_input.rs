@@ -1,15 +1,17 @@
 //! Hostile and malformed input: each bad frame closes only the connection that sent it, with a
 //! close code and a reason; the room, its stored data and every other connection keep working.
 
+use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tandem_protocol::codec::{write_str, write_var_u64};
 use tandem_protocol::{encode_sync_step2, encode_update};
+use tandem_room::close;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, Text, Transact};
 
-use crate::common::{Client, TestServer, test_config};
+use crate::common::{Client, TIMEOUT, TestServer, test_config};
 
 /// A room with two healthy clients and some content, plus a second room.
 struct Fixture {
@@ -160,15 +162,90 @@ async fn deeply_nested_values_are_refused_without_crashing() {
 }
 
 #[tokio::test]
-async fn frames_over_the_limit_are_closed_with_1009() {
+async fn frames_over_the_limit_are_closed_as_too_large() {
     let mut config = test_config();
     config.max_frame_bytes = 64 * 1024;
     let mut fx = Fixture::new(config).await;
     let (code, _) = fx
         .attack(WsMessage::Binary(vec![0u8; 100 * 1024].into()))
         .await;
-    assert_eq!(code, 1009);
+    assert_eq!(code, close::TOO_LARGE);
     fx.still_healthy(0).await;
+}
+
+/// Clients that send bad frames back to back, and keep sending until they read the server's close
+/// frame, receive the close code and reason: the server sends its close frame and keeps reading
+/// until the client answers, instead of dropping a socket that data is still arriving on. (A
+/// reset hits the client's writes; browsers and Node's `ws` then report 1006 and never read the
+/// close frame, so a write error before the close frame arrived counts as a failure here.)
+#[tokio::test]
+async fn every_client_sending_bad_frames_back_to_back_sees_4400_and_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), test_config()).await;
+    const CONNECTIONS: usize = 50;
+    let mut tasks = Vec::new();
+    for i in 0..CONNECTIONS {
+        let url = server.url("burst");
+        tasks.push(tokio::spawn(async move {
+            send_bad_frames_until_closed(&url, i).await
+        }));
+    }
+    let mut wrong = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let seen = tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("closed in time")
+            .expect("client task");
+        match seen {
+            Ok((code, reason)) if code == close::BAD_MESSAGE && !reason.is_empty() => {}
+            other => wrong.push((i, other)),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {CONNECTIONS} connections did not see 4400: {wrong:?}",
+        wrong.len()
+    );
+    server.stop().await;
+}
+
+/// One client of the test above: text frames for even `i` (refused by the connection itself),
+/// unknown message types for odd `i` (refused by the room), 16 KiB each, written one after the
+/// other, with what has arrived read in between (as an event loop does). Returns the close
+/// code and reason, or how the connection failed.
+async fn send_bad_frames_until_closed(url: &str, i: usize) -> Result<(u16, String), String> {
+    use futures::FutureExt;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    for _ in 0..2000 {
+        // everything that has arrived, without waiting
+        while let Some(msg) = ws.next().now_or_never() {
+            match msg {
+                Some(Ok(WsMessage::Close(frame))) => {
+                    // read on: that flushes our answer, and the server then ends the connection
+                    while let Ok(Some(_)) = tokio::time::timeout(TIMEOUT, ws.next()).await {}
+                    return frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .ok_or_else(|| "close frame without a code".to_owned());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("1006: {e}")),
+                None => return Err("1006: ended without a close frame".into()),
+            }
+        }
+        let msg = if i.is_multiple_of(2) {
+            WsMessage::Text("x".repeat(16 * 1024).into())
+        } else {
+            WsMessage::Binary(vec![0x7f; 16 * 1024].into())
+        };
+        if let Err(e) = ws.send(msg).await {
+            // browsers and Node's `ws` give up on a write error: 1006
+            return Err(format!("1006: reset while sending: {e}"));
+        }
+        tokio::task::yield_now().await;
+    }
+    Err("never closed".into())
 }
 
 #[tokio::test]
@@ -182,7 +259,7 @@ async fn huge_clock_gap_asks_for_resync_and_then_closes() {
     evil.pump().await;
     evil.send(encode_sync_step2(&gap)).await;
     let (code, reason) = evil.wait_closed().await;
-    assert_eq!(code, 4409, "{reason}");
+    assert_eq!(code, close::MISSING_DEPENDENCIES, "{reason}");
     let stored = fx.server.hub.store().load("victim").expect("load");
     assert!(stored.log.iter().all(|e| e.record.update.len() < 100));
     fx.still_healthy(0).await;
