@@ -8,7 +8,9 @@
 //! `127.0.0.1:0` and stop the server at will.
 
 pub mod api;
+mod api_error;
 pub mod auth;
+mod bearer;
 mod config;
 mod flusher;
 pub mod hub;
@@ -16,6 +18,7 @@ pub mod json;
 mod listen;
 pub mod metrics;
 mod outbox;
+mod room_name;
 mod routes;
 pub mod tls;
 mod upgrade;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 
 pub use config::ServerConfig;
 pub use hub::Hub;
-pub use routes::room_from_path;
+pub use room_name::room_from_path;
 use tandem_store::DocStore;
 use tokio::net::TcpListener;
 

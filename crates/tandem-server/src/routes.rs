@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use include_dir::{Dir, include_dir};
 use tandem_room::PeerInfo;
-use tandem_store::MAX_ROOM_NAME_BYTES;
 use warp::http::{StatusCode, header};
 use warp::path::FullPath;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth;
+use crate::bearer::authorize_bearer;
 use crate::hub::Hub;
+use crate::room_name::room_from_path;
 use crate::upgrade;
 use crate::ws::serve_peer;
 
@@ -24,24 +25,6 @@ static DEMO: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../web-demo/dist");
 
 fn with_hub(hub: Arc<Hub>) -> impl Filter<Extract = (Arc<Hub>,), Error = Infallible> + Clone {
     warp::any().map(move || hub.clone())
-}
-
-/// Room name from a request path: everything after the first `/`, percent-decoded, valid UTF-8,
-/// 1 to 512 bytes.
-pub fn room_from_path(path: &str) -> Result<String, String> {
-    let raw = path.strip_prefix('/').unwrap_or(path);
-    let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    let name = String::from_utf8(bytes).map_err(|_| "room name is not valid utf-8".to_owned())?;
-    if name.is_empty() {
-        return Err("missing room name in the url path".into());
-    }
-    if name.len() > MAX_ROOM_NAME_BYTES {
-        return Err(format!(
-            "room name is {} bytes; the limit is {MAX_ROOM_NAME_BYTES}",
-            name.len()
-        ));
-    }
-    Ok(name)
 }
 
 pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -189,8 +172,7 @@ fn metrics(
         .and(warp::header::headers_cloned())
         .and(with_hub(hub))
         .map(|headers: warp::http::HeaderMap, hub: Arc<Hub>| {
-            if let Err(e) = crate::api::authorize_bearer(&hub, &headers, None, auth::Access::Admin)
-            {
+            if let Err(e) = authorize_bearer(&hub, &headers, None, auth::Access::Admin) {
                 return e.into_response();
             }
             let body = hub.metrics.encode();
@@ -250,20 +232,4 @@ async fn handle_rejection(err: Rejection) -> Result<impl Reply, Infallible> {
         (StatusCode::BAD_REQUEST, "bad request".to_owned())
     };
     Ok(warp::reply::with_status(msg, status))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::room_from_path;
-
-    #[test]
-    fn room_names_are_percent_decoded_and_bounded() {
-        assert_eq!(room_from_path("/my-room").as_deref(), Ok("my-room"));
-        assert_eq!(room_from_path("/a%20b%2Fc").as_deref(), Ok("a b/c"));
-        assert_eq!(room_from_path("/caf%C3%A9").as_deref(), Ok("café"));
-        assert!(room_from_path("/").is_err());
-        assert!(room_from_path("/%FF").is_err());
-        assert!(room_from_path(&format!("/{}", "x".repeat(513))).is_err());
-        assert!(room_from_path(&format!("/{}", "x".repeat(512))).is_ok());
-    }
 }
