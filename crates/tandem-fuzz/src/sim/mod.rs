@@ -3,8 +3,12 @@
 //!
 //! Everything is driven by the scenario's step list and one seeded RNG (message choice); there is
 //! no wall clock and no thread, so a scenario replays identically.
+//!
+//! Layout: this file holds the scenario, the simulated store, server and clients and the steps;
+//! `net.rs` the network model (carrying out a room's effects, delivering frames, settling);
+//! `checks.rs` the final phase and the convergence checks.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,22 +16,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use tandem_protocol::{
-    AwarenessEntry, Message, SyncMessage, decode_frame, encode_awareness_message,
-    encode_sync_step1, encode_sync_step2, encode_update,
-};
-use tandem_room::{Effects, PeerId, PeerInfo, Room, RoomConfig, Target, persist_effects};
+use tandem_protocol::{AwarenessEntry, encode_awareness_message, encode_sync_step1};
+use tandem_room::{PeerId, PeerInfo, Room, RoomConfig};
 use tandem_store::{
     DocStore, LogEntry, LogRecord, RoomStats, SledStore, Snapshot, StoreConfig, StoreError,
     StoredRoom,
 };
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, StateVector, Transact};
+use yrs::{Doc, ReadTxn, Transact};
 
-use crate::ops::{Edit, Replica, doc_view};
+use crate::ops::{Edit, Replica};
 
 /// The room every simulated client joins.
+mod checks;
+mod net;
+
 const ROOM: &str = "fuzz";
 /// Upper bound on deliveries while waiting for quiescence.
 const MAX_DRAIN: usize = 200_000;
@@ -506,133 +509,6 @@ impl Sim {
         self.dispatch(fx)
     }
 
-    /// Carries out a room's effects exactly as the server does: persist, flush (sync), send.
-    fn dispatch(&mut self, fx: Effects) -> Result<(), String> {
-        let store = self.server.store()?.clone();
-        if self.sabotage(Sabotage::SkipLogWrite) && !fx.append.is_empty() && fx.compact.is_none() {
-            store.skip_next_append.store(true, Ordering::SeqCst);
-            self.armed = false;
-        }
-        let wrote = persist_effects(store.as_ref(), ROOM, &fx).map_err(|e| e.to_string())?;
-        if wrote {
-            if self.scenario.durability == DurabilityMode::Sync {
-                store.flush().map_err(|e| e.to_string())?;
-            }
-            // storage must account for every position the room handed out
-            let stored_next = store
-                .stats(ROOM)
-                .map_err(|e| e.to_string())?
-                .map_or(1, |s| s.next_seq);
-            if stored_next != self.server.room.next_seq() {
-                return Err(format!(
-                    "storage's next log position is {stored_next}, the room's is {}",
-                    self.server.room.next_seq()
-                ));
-            }
-        }
-        for out in fx.sends {
-            for cl in &mut self.clients {
-                let to_it = match (out.target, cl.conn) {
-                    (_, None) => false,
-                    (Target::All, Some(_)) => true,
-                    (Target::Peer(p), Some(q)) => p == q,
-                };
-                if to_it {
-                    cl.down.push_back(out.frame.to_vec());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Delivers one queued message from a random open link; false if nothing can move.
-    fn deliver_one(&mut self) -> Result<bool, String> {
-        let mut links = Vec::new();
-        for (i, cl) in self.clients.iter().enumerate() {
-            if cl.conn.is_none() || cl.partitioned {
-                continue;
-            }
-            if !cl.up.is_empty() {
-                links.push((i, true));
-            }
-            if !cl.down.is_empty() {
-                links.push((i, false));
-            }
-        }
-        if links.is_empty() {
-            return Ok(false);
-        }
-        let (c, up) = links[self.rng.random_range(0..links.len())];
-        self.counters.messages += 1;
-        if up {
-            let Some(frame) = self.clients[c].up.pop_front() else {
-                return Ok(true);
-            };
-            self.server_receive(c, &frame)?;
-        } else {
-            let Some(frame) = self.clients[c].down.pop_front() else {
-                return Ok(true);
-            };
-            self.client_receive(c, &frame)?;
-        }
-        Ok(true)
-    }
-
-    fn server_receive(&mut self, c: usize, frame: &[u8]) -> Result<(), String> {
-        let Some(peer) = self.clients[c].conn else {
-            return Ok(());
-        };
-        if self.sabotage(Sabotage::DropUpdate)
-            && decode_frame(frame).is_ok_and(|msgs| {
-                msgs.iter()
-                    .any(|m| matches!(m, Message::Sync(SyncMessage::Update(_))))
-            })
-        {
-            self.armed = false;
-            return Ok(());
-        }
-        let (fx, err) = self.server.room.handle(peer, frame, self.now_ms);
-        self.dispatch(fx)?;
-        if let Some(err) = err {
-            return Err(format!("server rejected client {c}'s frame: {err}"));
-        }
-        Ok(())
-    }
-
-    fn client_receive(&mut self, c: usize, frame: &[u8]) -> Result<(), String> {
-        if self.sabotage(Sabotage::CrashClient) {
-            std::process::abort();
-        }
-        let msgs = decode_frame(frame).map_err(|e| format!("client {c} got a bad frame: {e}"))?;
-        for msg in msgs {
-            match msg {
-                Message::Sync(SyncMessage::SyncStep1(sv)) => {
-                    let cl = &mut self.clients[c];
-                    let sv = StateVector::decode_v1(&tandem_protocol::encode_state_vector(sv))
-                        .map_err(|e| format!("client {c}: state vector: {e}"))?;
-                    let diff = cl.replica.doc.transact().encode_diff_v1(&sv);
-                    cl.up.push_back(encode_sync_step2(&diff));
-                }
-                Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
-                    let cl = &mut self.clients[c];
-                    cl.replica
-                        .apply_remote(u)
-                        .map_err(|e| format!("client {c}: apply: {e}"))?;
-                    cl.flush_outgoing();
-                }
-                Message::QueryAwareness => {
-                    let cl = &mut self.clients[c];
-                    if cl.awareness.is_some() {
-                        let frame = awareness_frame(cl);
-                        cl.up.push_back(frame);
-                    }
-                }
-                Message::Awareness(_) | Message::Auth(_) => {}
-            }
-        }
-        Ok(())
-    }
-
     /// Crash: everything in memory is gone; storage is reopened and the room reloaded.
     fn crash(&mut self) -> Result<(), String> {
         self.counters.restarts += 1;
@@ -662,144 +538,6 @@ impl Sim {
             }
         }
         Ok(())
-    }
-
-    fn drain(&mut self) -> Result<(), String> {
-        for _ in 0..MAX_DRAIN {
-            self.now_ms += 1;
-            if !self.deliver_one()? {
-                return Ok(());
-            }
-        }
-        Err(format!("no quiescence after {MAX_DRAIN} deliveries"))
-    }
-
-    /// The final phase: heal, reconnect, settle; one more edit per client (with any sabotage
-    /// armed, so no later resync can heal it); a visitor joins, edits, sets awareness and leaves;
-    /// settle; check.
-    fn finish(&mut self) -> Result<(), String> {
-        let n = self.scenario.clients;
-        for c in 0..n {
-            self.clients[c].partitioned = false;
-            if !self.clients[c].departed {
-                self.clients[c].online = true;
-                if self.clients[c].conn.is_none() {
-                    self.connect(c)?;
-                }
-            }
-        }
-        self.drain().map_err(|e| format!("final settle: {e}"))?;
-        self.armed = self.scenario.sabotage.is_some();
-        for c in 0..n {
-            if self.clients[c].conn.is_some() {
-                let edit = Edit::TextInsert {
-                    target: 0,
-                    pos: 0,
-                    s: format!("[{c}]"),
-                    attr: None,
-                };
-                self.edit(c, &edit)?;
-            }
-        }
-        self.drain()
-            .map_err(|e| format!("after final edits: {e}"))?;
-        // the visitor
-        let v = n;
-        self.clients[v].online = true;
-        self.connect(v)?;
-        self.set_awareness(v, 1);
-        self.edit(
-            v,
-            &Edit::MapSet {
-                target: 0,
-                key: "visitor".into(),
-                value: crate::ops::Value::Bool { b: true },
-            },
-        )?;
-        self.drain().map_err(|e| format!("visitor: {e}"))?;
-        self.clients[v].online = false;
-        self.clients[v].departed = true;
-        self.disconnect(v)?;
-        self.drain()
-            .map_err(|e| format!("after visitor left: {e}"))?;
-        self.check()
-    }
-
-    fn check(&self) -> Result<(), String> {
-        let room_doc = self.server.room.doc();
-        if room_doc.transact().has_missing_updates() {
-            return Err("the room's document has pending structs".into());
-        }
-        let server_view = doc_view(room_doc);
-        let server_state = state_of(room_doc);
-        for (c, cl) in self.clients.iter().enumerate() {
-            if cl.conn.is_none() {
-                continue;
-            }
-            if cl.replica.doc.transact().has_missing_updates() {
-                return Err(format!("client {c} has pending structs"));
-            }
-            let view = doc_view(&cl.replica.doc);
-            if view.1 != server_view.1 {
-                return Err(format!(
-                    "client {c}'s text differs from the server's:\n  client: {:?}\n  server: {:?}",
-                    view.1, server_view.1
-                ));
-            }
-            if view.0 != server_view.0 {
-                return Err(format!(
-                    "client {c}'s JSON differs from the server's:\n  client: {}\n  server: {}",
-                    view.0, server_view.0
-                ));
-            }
-            let state = state_of(&cl.replica.doc);
-            if state.0 != server_state.0 {
-                return Err(format!(
-                    "client {c}'s state vector {:?} differs from the server's {:?}",
-                    state.0, server_state.0
-                ));
-            }
-            if state.1 != server_state.1 {
-                return Err(format!("client {c}'s delete set differs from the server's"));
-            }
-        }
-        let fresh = self.server.load_fresh()?;
-        if fresh.doc().transact().has_missing_updates() {
-            return Err("the room loaded from storage has pending structs".into());
-        }
-        if state_of(fresh.doc()) != server_state || doc_view(fresh.doc()) != server_view {
-            return Err(format!(
-                "the room loaded fresh from storage differs from memory: stored {}, memory {}",
-                doc_view(fresh.doc()).0,
-                server_view.0
-            ));
-        }
-        let owners = self.server.room.awareness().owners();
-        let connected: BTreeSet<u64> = self
-            .clients
-            .iter()
-            .filter(|c| c.conn.is_some())
-            .map(|c| c.id)
-            .collect();
-        for id in owners.keys() {
-            if !connected.contains(id) {
-                return Err(format!(
-                    "awareness of departed client {id} is still in the room"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Client {
-    /// Sends what the replica committed (edits, formatting cleanups) if connected.
-    fn flush_outgoing(&mut self) {
-        for u in self.replica.take_outgoing() {
-            if self.conn.is_some() {
-                self.up.push_back(encode_update(&u));
-            }
-        }
     }
 }
 
