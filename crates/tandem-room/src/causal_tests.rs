@@ -8,10 +8,10 @@ use std::sync::Arc;
 use tandem_protocol::{
     Message as M, SyncMessage, decode_frame, encode_sync_step1, encode_sync_step2, encode_update,
 };
-use tandem_store::{LogEntry, LogRecord, StoredRoom};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
+use crate::test_support::stored_one_update;
 use crate::{Effects, PeerInfo, Room, RoomConfig, Target};
 
 /// A client whose successive edits are incremental updates (each depends on the previous).
@@ -145,18 +145,7 @@ fn everything_a_joining_peer_receives_applies_without_pending_structs() {
 #[test]
 fn a_peer_answered_before_the_room_existed_is_synced_from_the_start() {
     let w = Writer::new(3);
-    let stored = StoredRoom {
-        snapshot: None,
-        log: vec![LogEntry {
-            seq: 1,
-            record: LogRecord {
-                time_ms: 0,
-                author: "a".into(),
-                update: w.append("cold"),
-            },
-        }],
-        next_seq: 2,
-    };
+    let stored = stored_one_update(w.append("cold"));
     let mut room = Room::load(&stored, RoomConfig::default()).expect("load");
     room.connect_synced(1, PeerInfo::default());
     room.connect(2, PeerInfo::default());
@@ -224,18 +213,7 @@ fn a_resync_request_and_a_reload_keep_peers_synced() {
     assert!(err.is_none());
     assert_eq!(update_targets(&fx), [None]);
     // a reload after a panic (the stored state is what every peer was sent) keeps them synced
-    let stored = StoredRoom {
-        snapshot: None,
-        log: vec![LogEntry {
-            seq: 1,
-            record: LogRecord {
-                time_ms: 0,
-                author: "a".into(),
-                update: full,
-            },
-        }],
-        next_seq: 2,
-    };
+    let stored = stored_one_update(full);
     room.replace_doc(&stored).expect("reload");
     let (fx, _) = room.handle(2, &encode_update(&w.append("e")), 0);
     assert_eq!(update_targets(&fx), [None]);

@@ -13,6 +13,8 @@ mod awareness;
 #[cfg(test)]
 mod causal_tests;
 mod room;
+#[cfg(test)]
+mod test_support;
 
 pub use awareness::AwarenessTable;
 pub use room::{PeerInfo, Prefetch, Room, RoomConfig};

@@ -3,6 +3,7 @@
 //! `room.rs` to keep it short; as its child module they still see its private items.
 
 use super::*;
+use crate::test_support::stored_one_update;
 use tandem_protocol::{AwarenessEntry, Message as M, encode_awareness_message};
 use tandem_store::LogEntry;
 use yrs::{GetString, Text};
@@ -211,18 +212,7 @@ fn a_room_loaded_from_one_stored_update_serves_it_until_it_changes() {
 #[test]
 fn prefetch_answers_only_an_empty_sync_step1_and_only_for_a_single_stored_update() {
     let (_, update) = text_update(4, "cold");
-    let one = StoredRoom {
-        snapshot: None,
-        log: vec![LogEntry {
-            seq: 1,
-            record: LogRecord {
-                time_ms: 0,
-                author: "a".into(),
-                update: update.clone(),
-            },
-        }],
-        next_seq: 2,
-    };
+    let one = stored_one_update(update.clone());
     let p = Prefetch::new(&one).expect("single update");
     let reply = p.answer(&encode_sync_step1(&[0])).expect("answered");
     let mut room = Room::load(&one, RoomConfig::default()).expect("load");
@@ -285,17 +275,6 @@ fn compaction_snapshot_reloads_to_identical_state() {
 
 #[test]
 fn corrupt_storage_is_an_error() {
-    let stored = StoredRoom {
-        snapshot: None,
-        log: vec![LogEntry {
-            seq: 1,
-            record: LogRecord {
-                time_ms: 0,
-                author: "a".into(),
-                update: vec![1, 2, 3],
-            },
-        }],
-        next_seq: 2,
-    };
+    let stored = stored_one_update(vec![1, 2, 3]);
     assert!(Room::load(&stored, RoomConfig::default()).is_err());
 }
