@@ -180,17 +180,7 @@ pub fn run_sim_with(
     let started = Instant::now();
     let mut summary = Summary::default();
     let bar = progress_bar(opts);
-    for i in 0..opts.scenarios {
-        if opts.duration.is_some_and(|d| started.elapsed() >= d) {
-            break;
-        }
-        let scenario = Scenario::generate(
-            scenario_seed(opts.seed, i),
-            opts.clients,
-            opts.ops,
-            opts.durability,
-            opts.sabotage,
-        );
+    for (i, scenario) in campaign(opts, started, opts.sabotage) {
         let (result, counters) = runner.run(&scenario);
         summary.scenarios += 1;
         summary.add(counters);
@@ -248,6 +238,28 @@ pub fn run_sim_with(
     bar.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// A campaign's scenarios in order, each with its index: scenario `i` is generated from
+/// [`scenario_seed`]`(opts.seed, i)`. Stops after `opts.scenarios`, or before the first
+/// scenario that would start once `opts.duration` (counted from `started`) has passed.
+pub(crate) fn campaign(
+    opts: &Options,
+    started: Instant,
+    sabotage: Option<Sabotage>,
+) -> impl Iterator<Item = (u64, Scenario)> + '_ {
+    (0..opts.scenarios)
+        .take_while(move |_| opts.duration.is_none_or(|d| started.elapsed() < d))
+        .map(move |i| {
+            let scenario = Scenario::generate(
+                scenario_seed(opts.seed, i),
+                opts.clients,
+                opts.ops,
+                opts.durability,
+                sabotage,
+            );
+            (i, scenario)
+        })
 }
 
 pub(crate) fn progress_bar(opts: &Options) -> indicatif::ProgressBar {

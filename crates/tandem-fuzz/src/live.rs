@@ -22,7 +22,7 @@ use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::ops::{Replica, doc_view};
 use crate::sim::{Counters, Scenario, Step};
-use crate::{FuzzError, Options, Summary, scenario_seed};
+use crate::{FuzzError, Options, Summary};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -466,22 +466,10 @@ pub async fn run(
     let started = Instant::now();
     let mut summary = Summary::default();
     let bar = crate::progress_bar(opts);
-    for i in 0..opts.scenarios {
-        if opts.duration.is_some_and(|d| started.elapsed() >= d) {
-            break;
-        }
-        let scenario = Scenario::generate(
-            scenario_seed(opts.seed, i),
-            opts.clients,
-            opts.ops,
-            opts.durability,
-            None,
-        );
+    for (i, scenario) in crate::campaign(opts, started, None) {
         let (result, c) = run_one(&scenario, url, i, restart_cmd).await;
         summary.scenarios += 1;
-        summary.counters.ops += c.ops;
-        summary.counters.messages += c.messages;
-        summary.counters.restarts += c.restarts;
+        summary.add(c);
         bar.inc(1);
         if let Err(e) = result {
             summary.failures += 1;
