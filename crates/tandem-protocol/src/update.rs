@@ -6,9 +6,17 @@
 //! module walks the same grammar yrs 0.28's `Update::decode` walks — byte for byte, including its
 //! quirks — iteratively, with every count bounded by the input, and reports the first violation.
 //! Anything it accepts, yrs reads along exactly the same boundaries.
+//!
+//! On top of the grammar, `shape` refuses the update shapes yrs 0.28 mishandles (a client
+//! listed twice, overlapping delete ranges, structs that depend on themselves): see
+//! `docs/protocol.md`, "Limits on updates".
 
 use crate::MAX_SAFE_INTEGER;
 use crate::codec::{DecodeError, Reader};
+
+mod shape;
+#[cfg(test)]
+mod shape_tests;
 
 /// Limits applied to untrusted updates.
 #[derive(Debug, Clone, Copy)]
@@ -58,36 +66,57 @@ pub fn validate_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateI
     let mut r = Reader::new(bytes);
     let mut info = UpdateInfo::default();
     let groups = r.read_count(3, "update client count")?;
+    let mut seen = shape::Seen::default();
+    let mut shapes = Vec::with_capacity(groups);
     for _ in 0..groups {
         let structs = r.read_count(1, "update struct count")?;
         let client = r.read_var_bounded(MAX_SAFE_INTEGER, "update client id")?;
+        seen.struct_group(client, structs)?;
         let start = r.read_var_bounded(U32_MAX, "update clock")?;
+        let mut group = shape::Group {
+            client,
+            start: start as u32,
+            ..Default::default()
+        };
         let mut clock = start;
         for _ in 0..structs {
+            let first_ref = info.references.len();
             let (len, skip) = read_block(&mut r, limits, &mut info.references)?;
             if clock + len > U32_MAX {
                 return Err(DecodeError::InvalidUpdate("clock overflows u32"));
             }
+            for &(c, k) in &info.references[first_ref..] {
+                group.refs.push((clock as u32, c, k));
+            }
             if skip {
                 info.skips
                     .push((client, clock as u32, (clock + len) as u32));
+                group.skips.push((clock as u32, (clock + len) as u32));
             }
             clock += len;
         }
+        group.end = clock as u32;
+        shapes.push(group);
         info.struct_ranges
             .push((client, start as u32, clock as u32));
     }
+    shape::check_integrable(&shapes)?;
     // delete set
     let clients = r.read_count(2, "delete set client count")?;
+    let mut seen = shape::Seen::default();
     for _ in 0..clients {
         let client = r.read_var_bounded(MAX_SAFE_INTEGER, "delete set client id")?;
+        seen.delete_client(client)?;
         let ranges = r.read_count(2, "delete set range count")?;
+        let mut prev_end = 0;
         for _ in 0..ranges {
             let clock = r.read_var_bounded(U32_MAX, "delete set clock")?;
             let len = r.read_var_bounded(U32_MAX, "delete set length")?;
             if clock + len > U32_MAX {
                 return Err(DecodeError::InvalidUpdate("delete range overflows u32"));
             }
+            shape::delete_range_in_order(prev_end, clock)?;
+            prev_end = clock + len;
             info.deletes.push((client, (clock + len) as u32));
         }
         info.delete_ranges += ranges;

@@ -1,0 +1,633 @@
+//! The shape rules, one hand-built update each, and a seeded randomized check that everything
+//! yrs produces (per-transaction updates, diffs, full states, deletes-only updates, merges with
+//! Skip structs) still passes.
+
+use super::*;
+use crate::codec::{write_str, write_var_u64};
+use yrs::types::text::TextPrelim;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{
+    Any, Array, ArrayPrelim, Doc, Map, MapPrelim, ReadTxn, StateVector, Text, Transact, Update,
+    XmlElementPrelim, XmlFragment, XmlTextPrelim,
+};
+
+/// The 25-byte update of issue 14: client 5 listed twice, `abcde` at 0..5 then `xyz` at 3..6
+/// (origin 5:2). Applied twice, yrs 0.28.1 frees a linked item (heap use-after-free).
+pub(crate) const CRASH_FRAME: &str = "02010500040101740561626364650105038405020378797a00";
+
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn check(bytes: &[u8]) -> Result<UpdateInfo, DecodeError> {
+    validate_update_v1(bytes, &UpdateLimits::default())
+}
+
+/// A struct to hand-build: a string item with optional origins (a named root `t` when neither).
+struct Item<'a> {
+    origin: Option<(u64, u32)>,
+    right: Option<(u64, u32)>,
+    text: &'a str,
+}
+
+fn item(text: &str) -> Item<'_> {
+    Item {
+        origin: None,
+        right: None,
+        text,
+    }
+}
+
+fn after(origin: (u64, u32), text: &str) -> Item<'_> {
+    Item {
+        origin: Some(origin),
+        right: None,
+        text,
+    }
+}
+
+/// Builds a v1 update: struct groups (client, first clock, items) then delete set entries
+/// (client, ranges).
+fn build(groups: &[(u64, u32, Vec<Item<'_>>)], deletes: &[(u64, Vec<(u32, u32)>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_var_u64(&mut out, groups.len() as u64);
+    for (client, clock, items) in groups {
+        write_var_u64(&mut out, items.len() as u64);
+        write_var_u64(&mut out, *client);
+        write_var_u64(&mut out, u64::from(*clock));
+        for it in items {
+            let mut info = 4u8;
+            if it.origin.is_some() {
+                info |= HAS_ORIGIN;
+            }
+            if it.right.is_some() {
+                info |= HAS_RIGHT_ORIGIN;
+            }
+            out.push(info);
+            for (c, k) in [it.origin, it.right].into_iter().flatten() {
+                write_var_u64(&mut out, c);
+                write_var_u64(&mut out, u64::from(k));
+            }
+            if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+                write_var_u64(&mut out, 1);
+                write_str(&mut out, "t");
+            }
+            write_str(&mut out, it.text);
+        }
+    }
+    write_var_u64(&mut out, deletes.len() as u64);
+    for (client, ranges) in deletes {
+        write_var_u64(&mut out, *client);
+        write_var_u64(&mut out, ranges.len() as u64);
+        for &(clock, len) in ranges {
+            write_var_u64(&mut out, u64::from(clock));
+            write_var_u64(&mut out, u64::from(len));
+        }
+    }
+    out
+}
+
+fn refused(bytes: &[u8]) -> &'static str {
+    match check(bytes) {
+        Err(DecodeError::InvalidUpdate(reason)) => reason,
+        other => panic!("expected InvalidUpdate, got {other:?}"),
+    }
+}
+
+/// Applies `bytes` to a fresh document; whether everything integrated (no pending structs).
+fn yrs_integrates(bytes: &[u8]) -> bool {
+    let doc = Doc::new();
+    let mut txn = doc.transact_mut();
+    txn.apply_update(Update::decode_v1(bytes).expect("yrs decodes"))
+        .expect("yrs applies");
+    !txn.has_missing_updates()
+}
+
+#[test]
+fn the_issue_14_crash_frame_is_refused() {
+    let bytes = hex(CRASH_FRAME);
+    assert_eq!(bytes.len(), 25);
+    assert_eq!(
+        refused(&bytes),
+        "client listed twice in the update's structs"
+    );
+    // the same bytes built by hand, to show what they say
+    let same = build(
+        &[
+            (5, 0, vec![item("abcde")]),
+            (5, 3, vec![after((5, 2), "xyz")]),
+        ],
+        &[],
+    );
+    assert_eq!(same, bytes);
+}
+
+#[test]
+fn a_client_listed_twice_is_refused_even_without_overlap() {
+    // contiguous (0..3 then 3..5): Yjs keeps only the second group, yrs both — they disagree
+    let contiguous = build(
+        &[(5, 0, vec![item("abc")]), (5, 3, vec![after((5, 2), "de")])],
+        &[],
+    );
+    assert_eq!(
+        refused(&contiguous),
+        "client listed twice in the update's structs"
+    );
+    // going backwards
+    let backwards = build(&[(5, 3, vec![item("de")]), (5, 0, vec![item("abc")])], &[]);
+    assert_eq!(
+        refused(&backwards),
+        "client listed twice in the update's structs"
+    );
+    // two different clients are fine
+    let two = build(
+        &[(5, 0, vec![item("abc")]), (6, 0, vec![after((5, 2), "de")])],
+        &[],
+    );
+    check(&two).expect("valid");
+    assert!(yrs_integrates(&two));
+}
+
+#[test]
+fn an_empty_struct_group_is_refused() {
+    assert_eq!(
+        refused(&build(&[(5, 0, vec![])], &[])),
+        "empty struct group"
+    );
+}
+
+#[test]
+fn delete_sets_list_each_client_once_with_ordered_disjoint_ranges() {
+    let base = || vec![(5u64, 0u32, vec![item("abcdefgh")])];
+    assert_eq!(
+        refused(&build(&base(), &[(5, vec![(0, 1)]), (5, vec![(3, 1)])])),
+        "client listed twice in the delete set"
+    );
+    assert_eq!(
+        refused(&build(&base(), &[(5, vec![(0, 4), (2, 1)])])),
+        "delete ranges overlap or are out of order"
+    );
+    assert_eq!(
+        refused(&build(&base(), &[(5, vec![(4, 1), (0, 1)])])),
+        "delete ranges overlap or are out of order"
+    );
+    // adjacent, empty and client-less entries are harmless and pass
+    for ok in [
+        build(&base(), &[(5, vec![(0, 2), (2, 2)])]),
+        build(&base(), &[(5, vec![(1, 0), (3, 1)])]),
+        build(&base(), &[(5, vec![]), (6, vec![(0, 1)])]),
+    ] {
+        check(&ok).expect("valid");
+        Update::decode_v1(&ok).expect("yrs decodes");
+    }
+}
+
+#[test]
+fn a_struct_referring_to_its_own_future_is_refused() {
+    // origin is the struct itself
+    let own = build(&[(5, 0, vec![after((5, 0), "a")])], &[]);
+    assert_eq!(
+        refused(&own),
+        "struct refers to its own client at or after its own clock"
+    );
+    // origin is a later struct of the same group
+    let later = build(&[(5, 0, vec![after((5, 2), "a"), item("bc")])], &[]);
+    assert_eq!(
+        refused(&later),
+        "struct refers to its own client at or after its own clock"
+    );
+    // yrs would keep both pending forever
+    assert!(!yrs_integrates(&own));
+    assert!(!yrs_integrates(&later));
+    // referring backwards is what every real update does
+    let back = build(&[(5, 0, vec![item("ab"), after((5, 1), "c")])], &[]);
+    check(&back).expect("valid");
+    assert!(yrs_integrates(&back));
+}
+
+#[test]
+fn structs_referring_to_each_other_in_a_cycle_are_refused() {
+    // 5:0 after 6:0, and 6:0 after 5:0
+    let cycle = build(
+        &[
+            (5, 0, vec![after((6, 0), "a")]),
+            (6, 0, vec![after((5, 0), "b")]),
+        ],
+        &[],
+    );
+    assert_eq!(refused(&cycle), "structs refer to each other in a cycle");
+    assert!(!yrs_integrates(&cycle));
+    // a longer loop through the implicit order of a client's structs:
+    // 5:1 after 7:0, 7:0 after 6:0, 6:0 after 5:1 (5:1 needs 5:0 first, which is fine)
+    let long = build(
+        &[
+            (5, 0, vec![item("x"), after((7, 0), "y")]),
+            (6, 0, vec![after((5, 1), "z")]),
+            (7, 0, vec![after((6, 0), "w")]),
+        ],
+        &[],
+    );
+    assert_eq!(refused(&long), "structs refer to each other in a cycle");
+    assert!(!yrs_integrates(&long));
+    // the same chain without the loop (6:0 after 5:0), listed in an awkward order, passes
+    let chain = build(
+        &[
+            (7, 0, vec![after((6, 0), "w")]),
+            (5, 0, vec![item("x"), after((7, 0), "y")]),
+            (6, 0, vec![after((5, 0), "z")]),
+        ],
+        &[],
+    );
+    check(&chain).expect("valid");
+    assert!(yrs_integrates(&chain));
+    // references outside the update are the receiver's business, not a cycle
+    let outside = build(&[(5, 3, vec![after((9, 7), "a")])], &[]);
+    check(&outside).expect("valid");
+}
+
+#[test]
+fn skips_inside_a_group_pass_and_refer_to_nothing() {
+    // what merge_updates_v1 writes for two non-adjacent updates of one client
+    let doc = Doc::with_client_id(5);
+    let text = doc.get_or_insert_text("t");
+    let mut updates = Vec::new();
+    for (i, s) in ["ab", "cd", "ef"].iter().enumerate() {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 2 * i as u32, s);
+        updates.push(txn.encode_update_v1());
+    }
+    let merged = yrs::merge_updates_v1([&updates[0], &updates[2]]).expect("merge");
+    let info = check(&merged).expect("valid");
+    assert_eq!(info.skips, vec![(5, 2, 4)]);
+}
+
+/// A small deterministic generator (splitmix64), so the test needs no extra dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn string(&mut self) -> String {
+        const PIECES: [&str; 4] = ["a", "xyz", "q", " "];
+        (0..=self.below(4))
+            .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
+            .collect()
+    }
+
+    fn any(&mut self) -> Any {
+        match self.below(9) {
+            0 => Any::Null,
+            1 => Any::Bool(self.below(2) == 1),
+            2 => Any::from(self.next() as f64 / 7.0),
+            3 => Any::from(self.next() as i64),
+            4 => Any::from(self.string()),
+            5 => Any::from(vec![1u8, 2, 3]),
+            6 => Any::from(vec![Any::from(1.5), Any::Undefined]),
+            7 => Any::from(std::collections::HashMap::from([(
+                "k".to_owned(),
+                Any::from(-0.0),
+            )])),
+            _ => Any::from(f64::NAN),
+        }
+    }
+}
+
+/// One random local change on `doc` in one transaction; returns its update.
+fn random_edit(doc: &Doc, rng: &mut Rng) -> Vec<u8> {
+    let text = doc.get_or_insert_text("text");
+    // multi-unit characters only where no index can land inside one
+    let wide = doc.get_or_insert_text("wide");
+    let map = doc.get_or_insert_map("map");
+    let array = doc.get_or_insert_array("array");
+    let xml = doc.get_or_insert_xml_fragment("xml");
+    let mut txn = doc.transact_mut();
+    for _ in 0..=rng.below(3) {
+        let len = text.len(&txn);
+        let alen = array.len(&txn);
+        match rng.below(11) {
+            0 | 1 => {
+                let s = rng.string();
+                text.insert(&mut txn, rng.below(u64::from(len) + 1) as u32, &s);
+            }
+            2 if len > 0 => {
+                let at = rng.below(u64::from(len)) as u32;
+                let n = 1 + rng.below(u64::from(len - at)) as u32;
+                text.remove_range(&mut txn, at, n);
+            }
+            3 if len > 0 => {
+                let attrs = yrs::types::Attrs::from([(std::sync::Arc::from("bold"), rng.any())]);
+                text.format(&mut txn, 0, 1 + rng.below(u64::from(len)) as u32, attrs);
+            }
+            4 => {
+                let v = rng.any();
+                text.insert_embed(&mut txn, rng.below(u64::from(len) + 1) as u32, v);
+            }
+            5 => {
+                let key = format!("k{}", rng.below(4));
+                let v = rng.any();
+                map.insert(&mut txn, key, v);
+            }
+            6 => {
+                let key = format!("k{}", rng.below(4));
+                map.remove(&mut txn, &key);
+            }
+            7 => {
+                let at = rng.below(u64::from(alen) + 1) as u32;
+                match rng.below(4) {
+                    0 => {
+                        array.insert(&mut txn, at, MapPrelim::from([("n", rng.any())]));
+                    }
+                    1 => {
+                        array.insert(&mut txn, at, ArrayPrelim::from([rng.any(), rng.any()]));
+                    }
+                    2 => {
+                        array.insert(&mut txn, at, TextPrelim::new(rng.string()));
+                    }
+                    _ => {
+                        array.insert(&mut txn, at, rng.any());
+                    }
+                }
+            }
+            8 if alen > 0 => {
+                let at = rng.below(u64::from(alen)) as u32;
+                array.remove_range(&mut txn, at, 1);
+            }
+            9 if rng.below(2) == 0 => {
+                let end = wide.len(&txn);
+                let at = if rng.below(2) == 0 { 0 } else { end };
+                wide.insert(
+                    &mut txn,
+                    at,
+                    ["🌍", "é\u{10FFFF}", "𝄞a"][rng.below(3) as usize],
+                );
+            }
+            9 => {
+                let el = xml.insert(&mut txn, 0, XmlElementPrelim::empty("p"));
+                el.insert(&mut txn, 0, XmlTextPrelim::new(rng.string()));
+            }
+            _ => {
+                let sub = Doc::new();
+                map.insert(&mut txn, "sub", sub);
+            }
+        }
+    }
+    txn.encode_update_v1()
+}
+
+fn apply(doc: &Doc, bytes: &[u8]) {
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(bytes).expect("decode"))
+        .expect("apply");
+}
+
+#[test]
+fn accepts_every_update_yrs_produces_randomized() {
+    let seed = std::env::var("TANDEM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("seed: {seed} (rerun with TANDEM_TEST_SEED={seed})");
+    let mut rng = Rng(seed);
+    let mut checked = 0usize;
+    for round in 0..40 {
+        let docs: Vec<Doc> = (0..2 + rng.below(4))
+            .map(|i| Doc::with_client_id(1 + i + 100 * round + rng.below(1 << 40)))
+            .collect();
+        let mut produced: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..60 {
+            let d = rng.below(docs.len() as u64) as usize;
+            produced.push(random_edit(&docs[d], &mut rng));
+            if rng.below(4) == 0 {
+                // sync one doc from another with a diff
+                let (a, b) = (
+                    rng.below(docs.len() as u64) as usize,
+                    rng.below(docs.len() as u64) as usize,
+                );
+                let sv = docs[b].transact().state_vector();
+                let diff = docs[a].transact().encode_diff_v1(&sv);
+                apply(&docs[b], &diff);
+                produced.push(diff);
+            }
+        }
+        for doc in &docs {
+            let txn = doc.transact();
+            produced.push(txn.encode_state_as_update_v1(&StateVector::default()));
+            // deletes only: the diff against the document's own state
+            produced.push(txn.encode_diff_v1(&txn.state_vector()));
+            produced.push(txn.encode_diff_v1(&docs[0].transact().state_vector()));
+        }
+        // merges of random subsets (gaps inside a client's run come out as Skip structs)
+        let all = produced.clone();
+        for _ in 0..20 {
+            let subset: Vec<&Vec<u8>> = all.iter().filter(|_| rng.below(3) == 0).collect();
+            produced.push(yrs::merge_updates_v1(subset).expect("merge"));
+        }
+        for (i, bytes) in produced.iter().enumerate() {
+            if let Err(e) = check(bytes) {
+                panic!("seed {seed} round {round} update {i} refused: {e}: {bytes:02x?}");
+            }
+            checked += 1;
+        }
+    }
+    println!("{checked} yrs-produced updates accepted");
+}
+
+#[test]
+fn deeply_shaped_yrs_documents_pass() {
+    // long runs of one client, many clients, and a large deletes-only update
+    let doc = Doc::with_client_id(1);
+    let text = doc.get_or_insert_text("t");
+    for i in 0..500u32 {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, i, "x");
+    }
+    text.remove_range(&mut doc.transact_mut(), 0, 400);
+    let mut peers = Vec::new();
+    for c in 2..50 {
+        let p = Doc::with_client_id(c);
+        apply(
+            &p,
+            &doc.transact()
+                .encode_state_as_update_v1(&StateVector::default()),
+        );
+        let t = p.get_or_insert_text("t");
+        t.insert(&mut p.transact_mut(), 0, "y");
+        peers.push(p);
+    }
+    for p in &peers {
+        let u = p
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        check(&u).expect("valid");
+        apply(&doc, &u);
+    }
+    let full = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let info = check(&full).expect("valid");
+    assert_eq!(info.struct_ranges.len(), 49);
+    let sv = doc.transact().state_vector().encode_v1();
+    let deletes = doc
+        .transact()
+        .encode_diff_v1(&StateVector::decode_v1(&sv).expect("sv"));
+    check(&deletes).expect("valid");
+}
+
+/// Writes the fuzz seed corpora (`fuzz/seeds/…`): the issue 14 frame, every crafted shape of
+/// this file, and real yrs updates, diffs and merges. Run with
+/// `TANDEM_WRITE_SEEDS=fuzz/seeds cargo test --release -p tandem-protocol write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files; run by hand to refresh fuzz/seeds"]
+fn write_fuzz_seeds() {
+    let dir =
+        std::path::PathBuf::from(std::env::var("TANDEM_WRITE_SEEDS").expect("TANDEM_WRITE_SEEDS"));
+    let sep: &[u8] = b"|TNDM|";
+    let crash = hex(CRASH_FRAME);
+    let mut updates: Vec<(String, Vec<u8>)> = vec![
+        ("crash-frame".into(), crash.clone()),
+        (
+            "contiguous-twice".into(),
+            build(
+                &[(5, 0, vec![item("abc")]), (5, 3, vec![after((5, 2), "de")])],
+                &[],
+            ),
+        ),
+        (
+            "backwards-twice".into(),
+            build(&[(5, 3, vec![item("de")]), (5, 0, vec![item("abc")])], &[]),
+        ),
+        ("empty-group".into(), build(&[(5, 0, vec![])], &[])),
+        (
+            "ds-twice".into(),
+            build(
+                &[(5, 0, vec![item("abcdefgh")])],
+                &[(5, vec![(0, 1)]), (5, vec![(3, 1)])],
+            ),
+        ),
+        (
+            "ds-overlap".into(),
+            build(
+                &[(5, 0, vec![item("abcdefgh")])],
+                &[(5, vec![(0, 4), (2, 1)])],
+            ),
+        ),
+        (
+            "ds-adjacent-empty".into(),
+            build(
+                &[(5, 0, vec![item("abcdefgh")])],
+                &[(5, vec![(0, 2), (2, 0), (4, 1)])],
+            ),
+        ),
+        (
+            "self-origin".into(),
+            build(&[(5, 0, vec![after((5, 0), "a")])], &[]),
+        ),
+        (
+            "later-origin".into(),
+            build(&[(5, 0, vec![after((5, 2), "a"), item("bc")])], &[]),
+        ),
+        (
+            "cycle".into(),
+            build(
+                &[
+                    (5, 0, vec![after((6, 0), "a")]),
+                    (6, 0, vec![after((5, 0), "b")]),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "chain".into(),
+            build(
+                &[
+                    (7, 0, vec![after((6, 0), "w")]),
+                    (5, 0, vec![item("x"), after((7, 0), "y")]),
+                    (6, 0, vec![after((5, 0), "z")]),
+                ],
+                &[],
+            ),
+        ),
+    ];
+    // the crash frame's halves, and pairs that need two applies
+    let first = build(&[(5, 0, vec![item("abcde")])], &[]);
+    let second = build(&[(5, 3, vec![after((5, 2), "xyz")])], &[]);
+    updates.push((
+        "halves".into(),
+        [first.as_slice(), sep, second.as_slice()].concat(),
+    ));
+    updates.push((
+        "crash-twice".into(),
+        [crash.as_slice(), sep, crash.as_slice()].concat(),
+    ));
+    let mut rng = Rng(20261202);
+    let docs: Vec<Doc> = (1..4).map(Doc::with_client_id).collect();
+    let mut produced = Vec::new();
+    for _ in 0..40 {
+        let d = rng.below(3) as usize;
+        produced.push(random_edit(&docs[d], &mut rng));
+    }
+    for (i, u) in produced.iter().enumerate().step_by(4) {
+        updates.push((format!("yrs-edit-{i}"), u.clone()));
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        updates.push((
+            format!("yrs-full-{i}"),
+            doc.transact()
+                .encode_state_as_update_v1(&StateVector::default()),
+        ));
+    }
+    let merged = yrs::merge_updates_v1([&produced[0], &produced[5], &produced[9]]).expect("merge");
+    updates.push(("yrs-merge-skips".into(), merged));
+    updates.push((
+        "yrs-pair".into(),
+        [produced[0].as_slice(), sep, produced[1].as_slice()].concat(),
+    ));
+    let room = dir.join("room_update");
+    let frames = dir.join("frame_decode");
+    let svs = dir.join("state_vector_decode");
+    for d in [&room, &frames, &svs] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    for (name, bytes) in &updates {
+        std::fs::write(room.join(name), bytes).expect("write");
+        if !bytes.windows(sep.len()).any(|w| w == sep) {
+            std::fs::write(
+                frames.join(format!("update-{name}")),
+                crate::encode_update(bytes),
+            )
+            .expect("write");
+            std::fs::write(
+                frames.join(format!("step2-{name}")),
+                crate::encode_sync_step2(bytes),
+            )
+            .expect("write");
+        }
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        let sv = doc.transact().state_vector().encode_v1();
+        std::fs::write(svs.join(format!("yrs-sv-{i}")), &sv).expect("write");
+        std::fs::write(
+            frames.join(format!("step1-{i}")),
+            crate::encode_sync_step1(&sv),
+        )
+        .expect("write");
+    }
+}
