@@ -17,6 +17,8 @@ use crate::codec::{DecodeError, Reader};
 mod shape;
 #[cfg(test)]
 mod shape_tests;
+#[cfg(test)]
+mod yrs_bugs;
 
 /// Limits applied to untrusted updates.
 #[derive(Debug, Clone, Copy)]

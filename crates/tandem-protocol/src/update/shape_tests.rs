@@ -28,13 +28,13 @@ fn check(bytes: &[u8]) -> Result<UpdateInfo, DecodeError> {
 }
 
 /// A struct to hand-build: a string item with optional origins (a named root `t` when neither).
-struct Item<'a> {
+pub(super) struct Item<'a> {
     origin: Option<(u64, u32)>,
     right: Option<(u64, u32)>,
     text: &'a str,
 }
 
-fn item(text: &str) -> Item<'_> {
+pub(super) fn item(text: &str) -> Item<'_> {
     Item {
         origin: None,
         right: None,
@@ -42,7 +42,7 @@ fn item(text: &str) -> Item<'_> {
     }
 }
 
-fn after(origin: (u64, u32), text: &str) -> Item<'_> {
+pub(super) fn after(origin: (u64, u32), text: &str) -> Item<'_> {
     Item {
         origin: Some(origin),
         right: None,
@@ -52,7 +52,10 @@ fn after(origin: (u64, u32), text: &str) -> Item<'_> {
 
 /// Builds a v1 update: struct groups (client, first clock, items) then delete set entries
 /// (client, ranges).
-fn build(groups: &[(u64, u32, Vec<Item<'_>>)], deletes: &[(u64, Vec<(u32, u32)>)]) -> Vec<u8> {
+pub(super) fn build(
+    groups: &[(u64, u32, Vec<Item<'_>>)],
+    deletes: &[(u64, Vec<(u32, u32)>)],
+) -> Vec<u8> {
     let mut out = Vec::new();
     write_var_u64(&mut out, groups.len() as u64);
     for (client, clock, items) in groups {
