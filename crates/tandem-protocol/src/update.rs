@@ -83,13 +83,16 @@ pub fn validate_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateI
         let mut clock = start;
         for _ in 0..structs {
             let first_ref = info.references.len();
-            let (len, skip) = read_block(&mut r, limits, &mut info.references)?;
+            let block = read_block(&mut r, limits, &mut info.references)?;
+            let (len, skip) = (block.len, block.info == BLOCK_SKIP);
             if clock + len > U32_MAX {
                 return Err(DecodeError::InvalidUpdate("clock overflows u32"));
             }
             for &(c, k) in &info.references[first_ref..] {
                 group.refs.push((clock as u32, c, k));
             }
+            group.structs.push((clock as u32, block.info));
+            group.parents.extend(block.parent);
             if skip {
                 info.skips
                     .push((client, clock as u32, (clock + len) as u32));
@@ -103,6 +106,7 @@ pub fn validate_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateI
             .push((client, start as u32, clock as u32));
     }
     shape::check_integrable(&shapes)?;
+    shape::check_parents(&shapes)?;
     // delete set
     let clients = r.read_count(2, "delete set client count")?;
     let mut seen = shape::Seen::default();
@@ -129,12 +133,22 @@ pub fn validate_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateI
     Ok(info)
 }
 
-/// Reads one struct; returns its length in clock units and whether it is a skip.
+/// One struct as [`read_block`] saw it.
+struct Block {
+    /// Length in clock units.
+    len: u64,
+    /// The info byte (`BLOCK_GC`, `BLOCK_SKIP`, or an item's flags and content type).
+    info: u8,
+    /// The parent id, for an item that names its parent by id.
+    parent: Option<(u64, u32)>,
+}
+
+/// Reads one struct, pushing the ids it refers to onto `refs`.
 fn read_block(
     r: &mut Reader<'_>,
     limits: &UpdateLimits,
     refs: &mut Vec<(u64, u32)>,
-) -> Result<(u64, bool), DecodeError> {
+) -> Result<Block, DecodeError> {
     let info = r.read_u8("struct info")?;
     match info {
         BLOCK_SKIP | BLOCK_GC => {
@@ -142,10 +156,15 @@ fn read_block(
             if len == 0 {
                 return Err(DecodeError::InvalidUpdate("empty gc/skip block"));
             }
-            return Ok((len, info == BLOCK_SKIP));
+            return Ok(Block {
+                len,
+                info,
+                parent: None,
+            });
         }
         _ => {}
     }
+    let mut parent = None;
     if info & HAS_ORIGIN != 0 {
         refs.push(read_id(r)?);
     }
@@ -157,13 +176,19 @@ fn read_block(
         if r.read_var_bounded(U32_MAX, "parent info")? == 1 {
             r.read_str("parent name")?;
         } else {
-            refs.push(read_id(r)?);
+            let id = read_id(r)?;
+            refs.push(id);
+            parent = Some(id);
         }
         if info & HAS_PARENT_SUB != 0 {
             r.read_str("parent sub key")?;
         }
     }
-    Ok((read_content(r, info & 0b1111, limits)?, false))
+    Ok(Block {
+        len: read_content(r, info & 0b1111, limits)?,
+        info,
+        parent,
+    })
 }
 
 fn read_id(r: &mut Reader<'_>) -> Result<(u64, u32), DecodeError> {

@@ -15,7 +15,10 @@
 //!   and do not overlap (adjacent and empty ranges are fine: yrs and Yjs handle them);
 //! * the structs of an update can be integrated in some order: no struct refers (origin, right
 //!   origin or parent) to a clock of its own client at or after its own clock, and no chain of
-//!   references between clients loops back on itself.
+//!   references between clients loops back on itself;
+//! * a parent named by id that lies in the update is a type (or deleted content, or GC): yrs
+//!   returns `InvalidParent` for anything else — *after* integrating the structs before it, so
+//!   the document keeps half an update nobody logged.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -32,6 +35,10 @@ pub(super) struct Group {
     pub skips: Vec<(u32, u32)>,
     /// (clock of the referring struct, referenced client, referenced clock), in clock order.
     pub refs: Vec<(u32, u64, u32)>,
+    /// (first clock, info byte) of every struct, in clock order.
+    pub structs: Vec<(u32, u8)>,
+    /// Parents the group's items name by id.
+    pub parents: Vec<(u64, u32)>,
 }
 
 impl Group {
@@ -74,6 +81,31 @@ pub(super) fn delete_range_in_order(prev_end: u64, clock: u64) -> Result<(), Dec
         return Err(DecodeError::InvalidUpdate(
             "delete ranges overlap or are out of order",
         ));
+    }
+    Ok(())
+}
+
+/// Checks that every parent an item names by id, when it lies in this update, is a type item,
+/// deleted content or GC (what yrs 0.28 accepts as a parent without an error).
+pub(super) fn check_parents(groups: &[Group]) -> Result<(), DecodeError> {
+    const GC: u8 = 0;
+    const DELETED: u8 = 1;
+    const TYPE: u8 = 7;
+    const SKIP: u8 = 10;
+    let index: HashMap<u64, &Group> = groups.iter().map(|g| (g.client, g)).collect();
+    for &(client, clock) in groups.iter().flat_map(|g| &g.parents) {
+        let Some(g) = index.get(&client) else {
+            continue;
+        };
+        if clock < g.start || clock >= g.end {
+            continue;
+        }
+        let at = g.structs.partition_point(|&(start, _)| start <= clock);
+        let info = g.structs[at - 1].1;
+        let ok = matches!(info, GC | SKIP) || matches!(info & 0b1111, DELETED | TYPE);
+        if !ok {
+            return Err(DecodeError::InvalidUpdate("parent is not a type"));
+        }
     }
     Ok(())
 }

@@ -634,3 +634,40 @@ fn write_fuzz_seeds() {
         .expect("write");
     }
 }
+
+/// Client 5: a first struct under root `a` (`first`: info byte and content bytes), then a string
+/// item "x" whose parent is named by id: 5:0.
+fn child_of_first(first_info: u8, first_content: &[u8]) -> Vec<u8> {
+    let mut out = vec![1, 2, 5, 0, first_info, 1];
+    write_str(&mut out, "a");
+    out.extend_from_slice(first_content);
+    out.extend_from_slice(&[4, 0, 5, 0]); // string item, parent by id 5:0
+    write_str(&mut out, "x");
+    out.push(0);
+    out
+}
+
+#[test]
+fn a_parent_in_the_update_must_be_a_type() {
+    // 5:0 is the string "ab": yrs integrates it, then fails on 5:2 with InvalidParent and
+    // keeps the half-applied transaction (found by fuzzing room_update: the room's document
+    // and its log disagreed)
+    let mut ab = Vec::new();
+    write_str(&mut ab, "ab");
+    let bad = child_of_first(4, &ab);
+    assert_eq!(refused(&bad), "parent is not a type");
+    let doc = Doc::new();
+    let mut txn = doc.transact_mut();
+    let result = txn.apply_update(Update::decode_v1(&bad).expect("decodes"));
+    assert!(result.is_err(), "yrs refuses the parent");
+    assert_eq!(txn.state_vector().get(&yrs::block::ClientID::new(5)), 2);
+    drop(txn);
+    // 5:0 an array type: fine, and yrs puts "x" in it
+    let good = child_of_first(7, &[0]);
+    check(&good).expect("valid");
+    assert!(yrs_integrates(&good));
+    // deleted content as parent: yrs turns the child into GC, no error
+    let deleted = child_of_first(1, &[1]);
+    check(&deleted).expect("valid");
+    assert!(yrs_integrates(&deleted));
+}
