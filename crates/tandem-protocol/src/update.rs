@@ -121,7 +121,7 @@ pub fn validate_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateI
             if clock + len > U32_MAX {
                 return Err(DecodeError::InvalidUpdate("delete range overflows u32"));
             }
-            shape::delete_range_in_order(prev_end, clock)?;
+            shape::delete_range_in_order(prev_end, clock, len)?;
             prev_end = clock + len;
             info.deletes.push((client, (clock + len) as u32));
         }

@@ -11,8 +11,8 @@
 //!
 //! The rules (each a [`DecodeError::InvalidUpdate`]):
 //! * a struct group has at least one struct, and no client has two struct groups;
-//! * no client is listed twice in the delete set, and a client's delete ranges are in clock order
-//!   and do not overlap (adjacent and empty ranges are fine: yrs and Yjs handle them);
+//! * no client is listed twice in the delete set, and a client's delete ranges are not empty,
+//!   in clock order and do not overlap (adjacent ranges are fine);
 //! * the structs of an update can be integrated in some order: no struct refers (origin, right
 //!   origin or parent) to a clock of its own client at or after its own clock, and no chain of
 //!   references between clients loops back on itself;
@@ -75,8 +75,17 @@ impl Seen {
     }
 }
 
-/// Checks that a delete range starts at or after the end of the previous one of its client.
-pub(super) fn delete_range_in_order(prev_end: u64, clock: u64) -> Result<(), DecodeError> {
+/// Checks that a delete range is not empty and starts at or after the end of the previous one
+/// of its client. (yrs parks an empty range of a client it does not know as a pending delete
+/// set forever — found by fuzzing; no encoder writes one.)
+pub(super) fn delete_range_in_order(
+    prev_end: u64,
+    clock: u64,
+    len: u64,
+) -> Result<(), DecodeError> {
+    if len == 0 {
+        return Err(DecodeError::InvalidUpdate("empty delete range"));
+    }
     if clock < prev_end {
         return Err(DecodeError::InvalidUpdate(
             "delete ranges overlap or are out of order",
