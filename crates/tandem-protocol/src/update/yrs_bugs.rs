@@ -7,10 +7,10 @@
 //! fuzzing"). The logic errors are asserted as they are today: if one of those tests fails,
 //! yrs fixed the bug, and the comment there says which workaround can go.
 
-use super::shape_tests::{CRASH_FRAME, after, build, hex, item};
+use super::shape_tests::{CRASH_FRAME, build, hex, item};
 use super::*;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+use yrs::{Doc, GetString, ReadTxn, StateVector, Transact, Update};
 
 const CHILD_ENV: &str = "TANDEM_YRS_REPRO_CHILD";
 
@@ -163,5 +163,4 @@ fn pending_structs_are_stuck_after_a_second_pending_update() {
     for u in [&u0, &u3, &u4] {
         validate_update_v1(u, &UpdateLimits::default()).expect("valid");
     }
-    let _ = after;
 }
