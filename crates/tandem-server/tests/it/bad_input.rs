@@ -456,6 +456,62 @@ async fn a_room_storing_the_crash_frame_is_refused_at_load() {
     assert_eq!(crate::http::get(server.addr, "/healthz").await.status, 200);
 }
 
+/// An update that passes validation but that yrs refuses midway — here an item whose parent is
+/// a *string* item already in the document, which the validator cannot see — after yrs already
+/// integrated the update's other struct group (client 88's "x"). yrs does not roll back, so the
+/// room rebuilds its document from storage, which never saw the update: otherwise the room would
+/// think it holds client 88's clock 0 and turn that client's real first edit into a corrupt merge
+/// ("x" + the rest of "hello").
+#[tokio::test]
+async fn an_update_yrs_refuses_midway_leaves_no_trace_in_the_room() {
+    fn half_valid() -> Vec<u8> {
+        let mut out = Vec::new();
+        write_var_u64(&mut out, 2);
+        // yrs integrates clients in descending order: 88's valid item first, then 77's
+        for (client, bad) in [(88u64, false), (77u64, true)] {
+            write_var_u64(&mut out, 1);
+            write_var_u64(&mut out, client);
+            write_var_u64(&mut out, 0);
+            out.push(4); // string item, no origins
+            if bad {
+                write_var_u64(&mut out, 0); // parent by id: (1, 0), the 'p' of "precious"
+                write_var_u64(&mut out, 1);
+                write_var_u64(&mut out, 0);
+            } else {
+                write_var_u64(&mut out, 1);
+                write_str(&mut out, "t");
+            }
+            write_str(&mut out, "x");
+        }
+        write_var_u64(&mut out, 0);
+        out
+    }
+    let bad = half_valid();
+    for via_http in [true, false] {
+        // a fresh server each round: a room that has never seen client 88
+        let mut fx = Fixture::new(test_config()).await;
+        if via_http {
+            let resp = post_update(fx.server.addr, "victim", &bad).await;
+            assert_eq!(resp.status, 400);
+            assert_eq!(resp.code(), "invalid_update");
+        } else {
+            let (code, reason) = fx
+                .attack(WsMessage::Binary(encode_update(&bad).into()))
+                .await;
+            assert_eq!(code, 4400, "{reason}");
+        }
+        // client 88's own first edit, at the end of the text, is stored as it wrote it
+        let mut real = Client::synced(&fx.server.url("victim"), 88).await;
+        assert_eq!(real.text("t"), "precious");
+        let text = real.doc.get_or_insert_text("t");
+        real.edit_confirmed(|_, txn| text.insert(txn, 8, "hello"))
+            .await;
+        let fresh = Client::synced(&fx.server.url("victim"), 99).await;
+        assert_eq!(fresh.text("t"), "precioushello");
+        fx.still_healthy(0).await;
+    }
+}
+
 /// The fuzz targets' bodies (shared with `fuzz/fuzz_targets/`).
 #[path = "../../../../fuzz/harness/mod.rs"]
 mod fuzz_harness;
