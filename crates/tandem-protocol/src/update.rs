@@ -6,9 +6,24 @@
 //! module walks the same grammar yrs 0.28's `Update::decode` walks — byte for byte, including its
 //! quirks — iteratively, with every count bounded by the input, and reports the first violation.
 //! Anything it accepts, yrs reads along exactly the same boundaries.
+//!
+//! On top of the grammar, `shape` refuses the update shapes yrs 0.28 mishandles (a client
+//! listed twice, overlapping delete ranges, structs that depend on themselves): see
+//! `docs/protocol.md`, "Limits on updates".
 
 use crate::MAX_SAFE_INTEGER;
 use crate::codec::{DecodeError, Reader};
+
+mod shape;
+mod values;
+use values::read_json_str;
+pub use values::skip_any;
+#[cfg(test)]
+mod accept_tests;
+#[cfg(test)]
+mod shape_tests;
+#[cfg(test)]
+mod yrs_bugs;
 
 /// Limits applied to untrusted updates.
 #[derive(Debug, Clone, Copy)]
@@ -58,36 +73,61 @@ pub fn validate_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateI
     let mut r = Reader::new(bytes);
     let mut info = UpdateInfo::default();
     let groups = r.read_count(3, "update client count")?;
+    let mut seen = shape::Seen::default();
+    let mut shapes = Vec::with_capacity(groups);
     for _ in 0..groups {
         let structs = r.read_count(1, "update struct count")?;
         let client = r.read_var_bounded(MAX_SAFE_INTEGER, "update client id")?;
+        seen.struct_group(client, structs)?;
         let start = r.read_var_bounded(U32_MAX, "update clock")?;
+        let mut group = shape::Group {
+            client,
+            start: start as u32,
+            ..Default::default()
+        };
         let mut clock = start;
         for _ in 0..structs {
-            let (len, skip) = read_block(&mut r, limits, &mut info.references)?;
+            let first_ref = info.references.len();
+            let block = read_block(&mut r, limits, &mut info.references)?;
+            let (len, skip) = (block.len, block.info == BLOCK_SKIP);
             if clock + len > U32_MAX {
                 return Err(DecodeError::InvalidUpdate("clock overflows u32"));
             }
+            for &(c, k) in &info.references[first_ref..] {
+                group.refs.push((clock as u32, c, k));
+            }
+            group.structs.push((clock as u32, block.info));
+            group.parents.extend(block.parent);
             if skip {
                 info.skips
                     .push((client, clock as u32, (clock + len) as u32));
+                group.skips.push((clock as u32, (clock + len) as u32));
             }
             clock += len;
         }
+        group.end = clock as u32;
+        shapes.push(group);
         info.struct_ranges
             .push((client, start as u32, clock as u32));
     }
+    shape::check_integrable(&shapes)?;
+    shape::check_parents(&shapes)?;
     // delete set
     let clients = r.read_count(2, "delete set client count")?;
+    let mut seen = shape::Seen::default();
     for _ in 0..clients {
         let client = r.read_var_bounded(MAX_SAFE_INTEGER, "delete set client id")?;
+        seen.delete_client(client)?;
         let ranges = r.read_count(2, "delete set range count")?;
+        let mut prev_end = 0;
         for _ in 0..ranges {
             let clock = r.read_var_bounded(U32_MAX, "delete set clock")?;
             let len = r.read_var_bounded(U32_MAX, "delete set length")?;
             if clock + len > U32_MAX {
                 return Err(DecodeError::InvalidUpdate("delete range overflows u32"));
             }
+            shape::delete_range_in_order(prev_end, clock, len)?;
+            prev_end = clock + len;
             info.deletes.push((client, (clock + len) as u32));
         }
         info.delete_ranges += ranges;
@@ -98,12 +138,22 @@ pub fn validate_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateI
     Ok(info)
 }
 
-/// Reads one struct; returns its length in clock units and whether it is a skip.
+/// One struct as [`read_block`] saw it.
+struct Block {
+    /// Length in clock units.
+    len: u64,
+    /// The info byte (`BLOCK_GC`, `BLOCK_SKIP`, or an item's flags and content type).
+    info: u8,
+    /// The parent id, for an item that names its parent by id.
+    parent: Option<(u64, u32)>,
+}
+
+/// Reads one struct, pushing the ids it refers to onto `refs`.
 fn read_block(
     r: &mut Reader<'_>,
     limits: &UpdateLimits,
     refs: &mut Vec<(u64, u32)>,
-) -> Result<(u64, bool), DecodeError> {
+) -> Result<Block, DecodeError> {
     let info = r.read_u8("struct info")?;
     match info {
         BLOCK_SKIP | BLOCK_GC => {
@@ -111,10 +161,15 @@ fn read_block(
             if len == 0 {
                 return Err(DecodeError::InvalidUpdate("empty gc/skip block"));
             }
-            return Ok((len, info == BLOCK_SKIP));
+            return Ok(Block {
+                len,
+                info,
+                parent: None,
+            });
         }
         _ => {}
     }
+    let mut parent = None;
     if info & HAS_ORIGIN != 0 {
         refs.push(read_id(r)?);
     }
@@ -126,13 +181,19 @@ fn read_block(
         if r.read_var_bounded(U32_MAX, "parent info")? == 1 {
             r.read_str("parent name")?;
         } else {
-            refs.push(read_id(r)?);
+            let id = read_id(r)?;
+            refs.push(id);
+            parent = Some(id);
         }
         if info & HAS_PARENT_SUB != 0 {
             r.read_str("parent sub key")?;
         }
     }
-    Ok((read_content(r, info & 0b1111, limits)?, false))
+    Ok(Block {
+        len: read_content(r, info & 0b1111, limits)?,
+        info,
+        parent,
+    })
 }
 
 fn read_id(r: &mut Reader<'_>) -> Result<(u64, u32), DecodeError> {
@@ -264,96 +325,6 @@ fn read_content(r: &mut Reader<'_>, kind: u8, limits: &UpdateLimits) -> Result<u
         }
         _ => return Err(DecodeError::InvalidUpdate("unknown content type")),
     })
-}
-
-/// Checks JSON text (embeds, format values): well-formed, and nested no deeper than the `Any`
-/// limit. yrs turns it into an `Any` (serde_json, which gives up at 128 levels) that later code
-/// walks recursively.
-fn read_json_str(
-    r: &mut Reader<'_>,
-    what: &'static str,
-    limits: &UpdateLimits,
-) -> Result<(), DecodeError> {
-    let s = r.read_str(what)?;
-    // IgnoredAny checks the syntax without building a value, iteratively and at any depth
-    serde_json::from_str::<serde::de::IgnoredAny>(s)
-        .map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
-    // well-formed, so brackets outside strings give the nesting depth
-    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    for b in s.bytes() {
-        if in_str {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limits.max_any_depth {
-                    return Err(DecodeError::TooDeep("json value", limits.max_any_depth));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Skips one lib0 `Any` value iteratively, refusing nesting deeper than `max_depth`.
-pub fn skip_any(r: &mut Reader<'_>, max_depth: usize) -> Result<(), DecodeError> {
-    // each frame: (values still to read in this container, whether it is a map)
-    let mut stack: Vec<(usize, bool)> = Vec::new();
-    let mut pending_values = 1usize;
-    let mut in_map = false;
-    loop {
-        if pending_values == 0 {
-            match stack.pop() {
-                Some((rest, map)) => {
-                    pending_values = rest;
-                    in_map = map;
-                    continue;
-                }
-                None => return Ok(()),
-            }
-        }
-        pending_values -= 1;
-        if in_map {
-            r.read_str("any map key")?;
-        }
-        match r.read_u8("any tag")? {
-            127 | 126 | 121 | 120 => {}
-            125 => r.skip_var_i64("any integer")?,
-            124 => {
-                r.read_exact(4, "any float32")?;
-            }
-            123 | 122 => {
-                r.read_exact(8, "any float64/bigint")?;
-            }
-            119 => {
-                r.read_str("any string")?;
-            }
-            116 => {
-                r.read_buf("any buffer")?;
-            }
-            tag @ (117 | 118) => {
-                let is_map = tag == 118;
-                let len = r.read_count(if is_map { 2 } else { 1 }, "any container length")?;
-                if stack.len() + 1 > max_depth {
-                    return Err(DecodeError::TooDeep("any value", max_depth));
-                }
-                stack.push((pending_values, in_map));
-                pending_values = len;
-                in_map = is_map;
-            }
-            _ => return Err(DecodeError::InvalidUpdate("unknown any tag")),
-        }
-    }
 }
 
 #[cfg(test)]

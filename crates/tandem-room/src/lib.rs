@@ -12,6 +12,8 @@
 mod awareness;
 #[cfg(test)]
 mod causal_tests;
+#[cfg(test)]
+mod half_apply_tests;
 mod room;
 #[cfg(test)]
 mod test_support;
@@ -94,6 +96,10 @@ pub enum PeerError {
     Rejected(String),
     #[error("update depends on data that neither side has (client {client} clock {clock})")]
     MissingDependencies { client: u64, clock: u32 },
+    /// yrs refused the update while applying it, possibly after integrating part of it: the
+    /// document is in doubt and must be rebuilt from storage (see [`PeerError::leaves_doc_in_doubt`]).
+    #[error("update rejected while applying: {0}")]
+    ApplyFailed(String),
     #[error("internal error while applying update")]
     Panicked,
 }
@@ -102,10 +108,20 @@ impl PeerError {
     /// The WebSocket close code for this error.
     pub fn close_code(&self) -> u16 {
         match self {
-            PeerError::Malformed(_) | PeerError::Rejected(_) => close::BAD_MESSAGE,
+            PeerError::Malformed(_) | PeerError::Rejected(_) | PeerError::ApplyFailed(_) => {
+                close::BAD_MESSAGE
+            }
             PeerError::MissingDependencies { .. } => close::MISSING_DEPENDENCIES,
             PeerError::Panicked => close::INTERNAL_ERROR,
         }
+    }
+
+    /// Whether the room's in-memory document may now differ from what storage holds: yrs
+    /// panicked, or returned an error after integrating part of the update (yrs 0.28 does not
+    /// roll back). The driver must then rebuild the document from storage, which holds every
+    /// accepted update and nothing of this one.
+    pub fn leaves_doc_in_doubt(&self) -> bool {
+        matches!(self, PeerError::ApplyFailed(_) | PeerError::Panicked)
     }
 }
 

@@ -97,8 +97,9 @@ fn apply_guarded(doc: &Doc, bytes: &[u8], want_delta: bool) -> Result<Vec<u8>, P
     let result = catch_unwind(AssertUnwindSafe(|| {
         let update = Update::decode_v1(bytes).map_err(|e| PeerError::Rejected(e.to_string()))?;
         let mut txn = doc.transact_mut();
+        // Past this point yrs may have integrated part of the update before failing.
         txn.apply_update(update)
-            .map_err(|e| PeerError::Rejected(e.to_string()))?;
+            .map_err(|e| PeerError::ApplyFailed(e.to_string()))?;
         Ok(if want_delta {
             txn.encode_update_v1()
         } else {

@@ -252,7 +252,7 @@ pub(super) async fn room_task(
                     merge(&mut fx, more);
                     if let Some(err) = err {
                         tracing::warn!(room = %name, peer, error = %err, "rejecting peer input");
-                        reload |= err == PeerError::Panicked;
+                        reload |= err.leaves_doc_in_doubt();
                         let reason = err.to_string();
                         hub.metrics.rejected(err.close_code());
                         host.close_peer(&mut room, peer, (err.close_code(), reason), &mut fx);
@@ -276,7 +276,7 @@ pub(super) async fn room_task(
                         replies.push(reply);
                     }
                     Err(e) => {
-                        reload |= e == PeerError::Panicked;
+                        reload |= e.leaves_doc_in_doubt();
                         let _ = reply.send(Err(ApplyError::Rejected(e)));
                     }
                 },
@@ -323,8 +323,8 @@ pub(super) async fn room_task(
             let _ = r.send(Ok(()));
         }
         if reload {
-            // A panic inside yrs may have left the document half-updated: rebuild it from what
-            // storage holds (every accepted update is there).
+            // A panic inside yrs, or an error it returned midway, may have left the document
+            // half-updated: rebuild it from what storage holds (every accepted update is there).
             match host.hub.store.load(&name) {
                 Ok(stored) => {
                     if let Err(e) = room.replace_doc(&stored) {

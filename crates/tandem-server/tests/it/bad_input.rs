@@ -343,3 +343,213 @@ async fn silent_and_slow_http_clients_are_closed_after_the_header_timeout() {
     assert_eq!(crate::http::get(server.addr, "/healthz").await.status, 200);
     server.stop().await;
 }
+
+/// The 25-byte update of issue 14 (client 5 listed twice with overlapping clock ranges): POSTed
+/// twice it used to kill the process (a heap use-after-free inside yrs) and leave the room
+/// unloadable.
+const CRASH_FRAME: &str = "02010500040101740561626364650105038405020378797a00";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+async fn post_update(addr: std::net::SocketAddr, room: &str, update: &[u8]) -> crate::http::Resp {
+    crate::http::request(
+        addr,
+        "POST",
+        &format!("/api/rooms/{room}/update"),
+        &[("Content-Type", "application/octet-stream")],
+        update,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_issue_14_crash_frame_is_refused_over_http_and_websocket() {
+    let mut fx = Fixture::new(test_config()).await;
+    let crash = hex(CRASH_FRAME);
+    let victim_log = fx
+        .server
+        .hub
+        .store()
+        .load("victim")
+        .expect("load")
+        .log
+        .len();
+    for attempt in 0..2 {
+        let resp = post_update(fx.server.addr, "fresh", &crash).await;
+        assert_eq!(resp.status, 400, "attempt {attempt}");
+        assert_eq!(resp.code(), "invalid_update", "attempt {attempt}");
+        // and into a room that holds content
+        let resp = post_update(fx.server.addr, "victim", &crash).await;
+        assert_eq!(resp.status, 400, "attempt {attempt}");
+        assert_eq!(resp.code(), "invalid_update", "attempt {attempt}");
+    }
+    for frame in [encode_update(&crash), encode_sync_step2(&crash)] {
+        let (code, reason) = fx.attack(WsMessage::Binary(frame.into())).await;
+        assert_eq!(code, 4400, "{reason}");
+        assert!(reason.contains("listed twice"), "{reason}");
+    }
+    // nothing was stored
+    assert!(
+        fx.server
+            .hub
+            .store()
+            .load("fresh")
+            .expect("load")
+            .is_empty()
+    );
+    let stored = fx.server.hub.store().load("victim").expect("load");
+    assert_eq!(stored.log.len(), victim_log);
+    fx.still_healthy(0).await;
+    assert_eq!(fx.a.text("t"), fx.b.text("t"));
+}
+
+/// A room whose storage already holds such an update is refused with a reason (4500 on the
+/// WebSocket, 503 on the API) instead of being handed to yrs; the process and the other rooms
+/// carry on. The same bytes split into two log entries (one client group each) are an ordinary
+/// overlapping resend and load.
+#[tokio::test]
+async fn a_room_storing_the_crash_frame_is_refused_at_load() {
+    use tandem_store::LogRecord;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), test_config()).await;
+    let crash = hex(CRASH_FRAME);
+    // the two client groups of the frame, each a whole update of its own
+    let first = hex("0101050004010174056162636465");
+    let second = hex("010105038405020378797a00");
+    let record = |update: &[u8]| LogRecord {
+        time_ms: 0,
+        author: "legacy".to_owned(),
+        update: update.to_vec(),
+    };
+    let store = server.hub.store();
+    store
+        .append("bricked", &[(1, record(&crash)), (2, record(&crash))])
+        .expect("append");
+    let mut halves = first.clone();
+    halves.push(0); // empty delete set
+    store
+        .append("halves", &[(1, record(&halves)), (2, record(&second))])
+        .expect("append");
+    store.flush().expect("flush");
+
+    let mut peer = Client::connect(&server.url("bricked"), 1).await;
+    let (code, reason) = peer.wait_closed().await;
+    assert_eq!(code, 4500, "{reason}");
+    assert!(reason.contains("log entry 1"), "{reason}");
+    let resp = crate::http::get(server.addr, "/api/rooms/bricked/update").await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.code(), "room_unavailable");
+
+    let halves = Client::synced(&server.url("halves"), 2).await;
+    assert_eq!(halves.text("t"), "abcdez");
+    let mut a = Client::synced(&server.url("healthy"), 3).await;
+    let mut b = Client::synced(&server.url("healthy"), 4).await;
+    a.insert_text("t", 0, "still here").await;
+    let sv = a.state_vector();
+    b.wait_for_state(&sv).await;
+    assert_eq!(b.text("t"), "still here");
+    assert_eq!(crate::http::get(server.addr, "/healthz").await.status, 200);
+}
+
+/// An update that passes validation but that yrs refuses midway — here an item whose parent is
+/// a *string* item already in the document, which the validator cannot see — after yrs already
+/// integrated the update's other struct group (client 88's "x"). yrs does not roll back, so the
+/// room rebuilds its document from storage, which never saw the update: otherwise the room would
+/// think it holds client 88's clock 0 and turn that client's real first edit into a corrupt merge
+/// ("x" + the rest of "hello").
+#[tokio::test]
+async fn an_update_yrs_refuses_midway_leaves_no_trace_in_the_room() {
+    fn half_valid() -> Vec<u8> {
+        let mut out = Vec::new();
+        write_var_u64(&mut out, 2);
+        // yrs integrates clients in descending order: 88's valid item first, then 77's
+        for (client, bad) in [(88u64, false), (77u64, true)] {
+            write_var_u64(&mut out, 1);
+            write_var_u64(&mut out, client);
+            write_var_u64(&mut out, 0);
+            out.push(4); // string item, no origins
+            if bad {
+                write_var_u64(&mut out, 0); // parent by id: (1, 0), the 'p' of "precious"
+                write_var_u64(&mut out, 1);
+                write_var_u64(&mut out, 0);
+            } else {
+                write_var_u64(&mut out, 1);
+                write_str(&mut out, "t");
+            }
+            write_str(&mut out, "x");
+        }
+        write_var_u64(&mut out, 0);
+        out
+    }
+    let bad = half_valid();
+    for via_http in [true, false] {
+        // a fresh server each round: a room that has never seen client 88
+        let mut fx = Fixture::new(test_config()).await;
+        if via_http {
+            let resp = post_update(fx.server.addr, "victim", &bad).await;
+            assert_eq!(resp.status, 400);
+            assert_eq!(resp.code(), "invalid_update");
+        } else {
+            let (code, reason) = fx
+                .attack(WsMessage::Binary(encode_update(&bad).into()))
+                .await;
+            assert_eq!(code, 4400, "{reason}");
+        }
+        // client 88's own first edit, at the end of the text, is stored as it wrote it
+        let mut real = Client::synced(&fx.server.url("victim"), 88).await;
+        assert_eq!(real.text("t"), "precious");
+        let text = real.doc.get_or_insert_text("t");
+        real.edit_confirmed(|_, txn| text.insert(txn, 8, "hello"))
+            .await;
+        let fresh = Client::synced(&fx.server.url("victim"), 99).await;
+        assert_eq!(fresh.text("t"), "precioushello");
+        fx.still_healthy(0).await;
+    }
+}
+
+/// The fuzz targets' bodies (shared with `fuzz/fuzz_targets/`).
+#[path = "../../../../fuzz/harness/mod.rs"]
+mod fuzz_harness;
+
+/// Every committed fuzz seed and regression input (`fuzz/seeds/TARGET/*`,
+/// `fuzz/regressions/TARGET/*`, the issue 14 frame among them) goes through its target's checks
+/// — the validator, two rooms, storage reload — in the ordinary test run. (The AddressSanitizer
+/// runs that found or guard them: README, "Decoder fuzzing".)
+#[test]
+fn committed_fuzz_inputs_replay_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut replayed = 0;
+    for kind in ["seeds", "regressions"] {
+        let Ok(targets) = std::fs::read_dir(root.join(kind)) else {
+            continue;
+        };
+        for target in targets {
+            let target = target.expect("dir entry").path();
+            let name = target
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            for input in std::fs::read_dir(&target).expect("read target dir") {
+                let input = input.expect("dir entry").path();
+                let bytes = std::fs::read(&input).expect("read input");
+                println!("{}", input.display());
+                assert!(
+                    fuzz_harness::run(&name, &bytes),
+                    "unknown fuzz target {name}"
+                );
+                replayed += 1;
+            }
+        }
+    }
+    println!("{replayed} inputs replayed");
+    assert!(
+        replayed >= 80,
+        "only {replayed} committed fuzz inputs found"
+    );
+}

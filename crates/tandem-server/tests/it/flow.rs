@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use tandem_room::close;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -76,6 +76,13 @@ async fn a_too_slow_peer_is_let_go_at_once_without_a_flood_of_stale_frames() {
     let (mut slow, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
         .await
         .expect("handshake");
+    // Its SyncStep1 from nothing: document updates reach a peer only once that is answered
+    // (causal delivery), and this peer must be one the room is sending them to.
+    slow.send(WsMessage::Binary(
+        tandem_protocol::encode_sync_step1(&[0]).into(),
+    ))
+    .await
+    .expect("send SyncStep1");
     let mut writer = Client::synced(&url, 2).await;
     let hub = server.hub.clone();
     eventually("both peers connected", || hub.peer_count("let-go") == 2).await;
