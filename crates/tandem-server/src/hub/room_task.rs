@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tandem_room::{Effects, PeerError, PeerId, Prefetch, Room, Target, close};
+use tandem_room::{Effects, PeerId, Prefetch, Room, Target, close};
 use tandem_store::Durability;
 use tokio::sync::mpsc;
 
