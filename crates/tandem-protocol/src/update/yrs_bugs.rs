@@ -164,3 +164,58 @@ fn pending_structs_are_stuck_after_a_second_pending_update() {
         validate_update_v1(u, &UpdateLimits::default()).expect("valid");
     }
 }
+
+/// Bug 4: yrs integrates a block whose predecessors are missing behind a `Block::Skip`
+/// (`Update::integrate`, `integrate_skip`) instead of keeping it pending; a later block that
+/// fills the gap and runs past the Skip corrupts the client's block list. Reduced from the
+/// fuzzer's `tandem-fuzz-3-123` replay with causal delivery reverted (a client got a live update
+/// before its SyncStep2): `live` = GC 5:2 (len 2), then `full` = GC 5:0 (len 4), the whole state
+/// that covers it. `BlockStore::push` takes `full` as the filling of Skip 5:0..2 and computes
+/// the rest of the Skip as `2 - 4` clocks: the re-encoded state holds a Skip of 2^32 - 2 clocks
+/// ("clock overflows u32"; a debug build panics at that subtraction instead). Yjs keeps `live`
+/// pending, then drops it as covered by `full`: the state yrs reaches in causal order.
+/// If this fails, yrs fixed it: causal delivery (Room::broadcast_update) stays anyway, but the
+/// upstream report's section 4 can be closed.
+#[test]
+fn filling_a_skip_past_its_end_overflows_the_clock() {
+    let live = hex("01010502000200");
+    let full = hex("01010500000400");
+    let state_after = |order: &[&[u8]]| {
+        let doc = Doc::new();
+        for u in order {
+            apply(&doc, u);
+        }
+        let txn = doc.transact();
+        (
+            txn.state_vector().get(&yrs::block::ClientID::new(5)),
+            txn.encode_state_as_update_v1(&StateVector::default()),
+        )
+    };
+    let limits = UpdateLimits::default();
+    // causal order: one GC block 5:0..4
+    let (clock, causal) = state_after(&[&full, &live]);
+    assert_eq!(
+        (clock, hex_of(&causal)),
+        (4, "0101050000040105010004".to_owned())
+    );
+    validate_update_v1(&causal, &limits).expect("valid");
+    // live first: GC 5:0..4, Skip 5:4 of 0xfffffffe clocks, GC 5:2..4
+    if let Ok((clock, skipped)) = std::panic::catch_unwind(|| state_after(&[&live, &full])) {
+        assert_eq!(
+            (clock, hex_of(&skipped)),
+            (4, "0103050000040afeffffff0f00020105010004".to_owned())
+        );
+        assert_eq!(
+            validate_update_v1(&skipped, &limits),
+            Err(DecodeError::InvalidUpdate("clock overflows u32"))
+        );
+    }
+    // both updates are valid: the hazard is the order of delivery, not a shape
+    for u in [&live, &full] {
+        validate_update_v1(u, &limits).expect("valid");
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
