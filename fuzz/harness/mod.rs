@@ -73,9 +73,13 @@ pub fn room_update(data: &[u8]) {
         .chain(parts.iter().map(|p| encode_sync_step2(p)))
         .chain(std::iter::once(data.to_vec()));
     for frame in frames {
-        let (fx, _err) = room.handle(1, &frame, 0);
+        let (fx, err) = room.handle(1, &frame, 0);
         for (seq, record) in fx.append {
             log.push(LogEntry { seq, record });
+        }
+        if err.is_some_and(|e| e.leaves_doc_in_doubt()) {
+            // what the server's room task does: rebuild the document from what was logged
+            rebuild(&mut room, &log);
         }
         assert!(!room.doc().transact().has_missing_updates());
     }
@@ -84,14 +88,29 @@ pub fn room_update(data: &[u8]) {
     let mut api = Room::new(RoomConfig::default());
     let mut log = Vec::new();
     for part in parts.iter().chain(parts.iter()) {
-        if let Ok(fx) = api.apply_external(part, "fuzz", 0) {
-            for (seq, record) in fx.append {
-                log.push(LogEntry { seq, record });
+        match api.apply_external(part, "fuzz", 0) {
+            Ok(fx) => {
+                for (seq, record) in fx.append {
+                    log.push(LogEntry { seq, record });
+                }
             }
+            Err(e) if e.leaves_doc_in_doubt() => rebuild(&mut api, &log),
+            Err(_) => {}
         }
         assert!(!api.doc().transact().has_missing_updates());
     }
     check_reload(&api, log);
+}
+
+/// Replaces the room's document with what `log` holds, as the server does after an error that
+/// leaves the document in doubt (a panic, or yrs failing midway through an update).
+fn rebuild(room: &mut Room, log: &[LogEntry]) {
+    let stored = StoredRoom {
+        snapshot: None,
+        log: log.to_vec(),
+        next_seq: room.next_seq(),
+    };
+    room.replace_doc(&stored).expect("logged updates reload");
 }
 
 fn check_reload(room: &Room, log: Vec<LogEntry>) {
