@@ -8,6 +8,7 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import { startServer, tempDataDir, removeDir, waitFor, TANDEM_BIN } from '../lib/server.mjs'
+import { synced } from '../lib/yclient.mjs'
 
 const SECRET = 'interop-auth-secret'
 const ROOM = 'auth-room'
@@ -53,9 +54,6 @@ function client (wsUrl, token) {
   return { doc, provider, denied, text: () => doc.getText('text').toString() }
 }
 
-const synced = ({ provider }) => provider.synced
-  ? Promise.resolve()
-  : new Promise(resolve => provider.once('sync', s => s && resolve()))
 
 function destroy (clients) {
   for (const c of clients) { c.provider.destroy(); c.doc.destroy() }

@@ -3,19 +3,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
-import WebSocket from 'ws'
 import { startServer, tempDataDir, removeDir, waitFor } from '../lib/server.mjs'
-
-function client (wsUrl, room) {
-  const doc = new Y.Doc()
-  const provider = new WebsocketProvider(wsUrl, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
-  return { doc, provider }
-}
-
-const synced = ({ provider }) => provider.synced
-  ? Promise.resolve()
-  : new Promise(resolve => provider.once('sync', s => s && resolve()))
+import { client, synced } from '../lib/yclient.mjs'
 
 // JSON with sorted keys: map key order reflects local insertion order, which legitimately
 // differs between replicas

@@ -5,23 +5,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
 import * as encoding from 'lib0/encoding'
 import * as syncProtocol from 'y-protocols/sync'
 import WebSocket from 'ws'
 import { startServer, tempDataDir, removeDir, waitFor } from '../lib/server.mjs'
+import { client, synced } from '../lib/yclient.mjs'
 
 const TIMEOUT = 20000
 
-function client (wsUrl, room) {
-  const doc = new Y.Doc()
-  const provider = new WebsocketProvider(wsUrl, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
-  return { doc, provider }
-}
 
-const synced = ({ provider }) => provider.synced
-  ? Promise.resolve()
-  : new Promise(resolve => provider.on('sync', function on (s) { if (s) { provider.off('sync', on); resolve() } }))
 
 function destroy (clients) {
   for (const c of clients) { c.provider.destroy(); c.doc.destroy() }

@@ -5,25 +5,16 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import https from 'node:https'
-import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import { startServer, tempDataDir, removeDir, waitFor, selfSignedCert } from '../lib/server.mjs'
+import { client, synced } from '../lib/yclient.mjs'
 
 /** A `ws` WebSocket that trusts `ca`, in the shape y-websocket's WebSocketPolyfill expects. */
 const trusting = (ca) => class extends WebSocket {
   constructor (url, protocols) { super(url, protocols, { ca }) }
 }
 
-function client (wsUrl, room, WS) {
-  const doc = new Y.Doc()
-  const provider = new WebsocketProvider(wsUrl, room, doc, { WebSocketPolyfill: WS, disableBc: true })
-  return { doc, provider }
-}
 
-const synced = ({ provider }) => provider.synced
-  ? Promise.resolve()
-  : new Promise(resolve => provider.once('sync', s => s && resolve()))
 
 function httpsGet (url, ca) {
   return new Promise((resolve, reject) => {
@@ -41,7 +32,7 @@ test('stock y-websocket clients sync over wss:// with the certificate trusted', 
   const tls = selfSignedCert(dir)
   const server = await startServer(join(dir, 'data'), ['--tls-cert', tls.cert, '--tls-key', tls.key])
   const WS = trusting(tls.ca)
-  const clients = [client(server.wsUrl, 'secure', WS), client(server.wsUrl, 'secure', WS)]
+  const clients = [client(server.wsUrl, 'secure', { WebSocketPolyfill: WS }), client(server.wsUrl, 'secure', { WebSocketPolyfill: WS })]
   try {
     assert.match(server.url, /^https:\/\//)
     assert.match(server.wsUrl, /^wss:\/\//)
@@ -56,7 +47,7 @@ test('stock y-websocket clients sync over wss:// with the certificate trusted', 
     ), clients.map(c => c.doc))
 
     // a late joiner gets the stored state over wss too
-    const late = client(server.wsUrl, 'secure', WS)
+    const late = client(server.wsUrl, 'secure', { WebSocketPolyfill: WS })
     clients.push(late)
     await synced(late)
     assert.equal(late.doc.getText('text').toString(), 'sent over wss')
@@ -72,7 +63,7 @@ test('a client that does not trust the certificate cannot connect', async () => 
   const dir = tempDataDir()
   const tls = selfSignedCert(dir)
   const server = await startServer(join(dir, 'data'), ['--tls-cert', tls.cert, '--tls-key', tls.key])
-  const doubter = client(server.wsUrl, 'secure', WebSocket)
+  const doubter = client(server.wsUrl, 'secure', { WebSocketPolyfill: WebSocket })
   try {
     const [event] = await new Promise(resolve => doubter.provider.once('connection-error', (...args) => resolve(args)))
     assert.ok(event, 'connection-error carries the failure')

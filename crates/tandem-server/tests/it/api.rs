@@ -9,7 +9,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, Map, MapPrelim, ReadTxn, StateVector, Text, Transact, Update, WriteTxn};
 
 use crate::common::{Client, TestServer, test_config};
-use crate::http::{Sse, get, request};
+use crate::http::{Sse, get, post_update, request};
 
 /// An update from a fresh client appending `s` to text `t` after what `doc` already holds.
 fn text_update(doc: &Doc, s: &str) -> Vec<u8> {
@@ -33,23 +33,12 @@ fn text_of(doc: &Doc) -> String {
     doc.get_or_insert_text("t").get_string(&doc.transact())
 }
 
-async fn post(addr: std::net::SocketAddr, room: &str, update: &[u8]) -> crate::http::Resp {
-    request(
-        addr,
-        "POST",
-        &format!("/api/rooms/{room}/update"),
-        &[("Content-Type", "application/octet-stream")],
-        update,
-    )
-    .await
-}
-
 #[tokio::test]
 async fn listing_metadata_and_path_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), test_config()).await;
     for room in ["alpha", "beta", "gamma"] {
-        let r = post(
+        let r = post_update(
             server.addr,
             room,
             &text_update(&Doc::with_client_id(7), room),
@@ -232,7 +221,7 @@ async fn deeply_nested_document_json_is_refused_and_the_server_survives() {
         .expect("spawn")
         .join()
         .expect("build deep doc");
-    let r = post(server.addr, "deep", &update).await;
+    let r = post_update(server.addr, "deep", &update).await;
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     let json = get(server.addr, "/api/rooms/deep/json").await;
     assert_eq!(json.status, 422);
@@ -359,7 +348,7 @@ async fn a_tiny_v2_body_declaring_millions_of_blocks_is_refused_413() {
     assert_eq!(r.code(), "payload_too_large");
     assert_eq!(get(server.addr, "/api/rooms/bomb").await.status, 404);
     let doc = Doc::with_client_id(3);
-    let ok = post(server.addr, "bomb", &text_update(&doc, "still here")).await;
+    let ok = post_update(server.addr, "bomb", &text_update(&doc, "still here")).await;
     assert_eq!(ok.status, 200);
     server.stop().await;
 }
@@ -370,7 +359,7 @@ async fn post_update_reaches_peers_storage_and_rejects_garbage() {
     let server = TestServer::start(dir.path(), test_config()).await;
     let mut peer = Client::synced(&server.url("w"), 1).await;
     let author = Doc::with_client_id(2);
-    let r = post(server.addr, "w", &text_update(&author, "from http")).await;
+    let r = post_update(server.addr, "w", &text_update(&author, "from http")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["ok"], true);
     peer.wait_until("http edit", |c| c.text("t") == "from http")
@@ -428,11 +417,11 @@ async fn post_update_reaches_peers_storage_and_rejects_garbage() {
     let other = Doc::with_client_id(9);
     let _ = text_update(&other, "abc");
     let dependent = text_update(&other, "def");
-    let r = post(server.addr, "w", &dependent).await;
+    let r = post_update(server.addr, "w", &dependent).await;
     assert_eq!((r.status, r.code().as_str()), (409, "missing_dependencies"));
     // too large
     let big = vec![0u8; test_config().max_frame_bytes + 1];
-    let r = post(server.addr, "w", &big).await;
+    let r = post_update(server.addr, "w", &big).await;
     assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"));
 
     assert_eq!(
@@ -481,7 +470,7 @@ async fn audit_log_lists_positions_authors_and_sizes() {
     let doc = Doc::with_client_id(4);
     for i in 0..5 {
         assert_eq!(
-            post(server.addr, "a", &text_update(&doc, &i.to_string()))
+            post_update(server.addr, "a", &text_update(&doc, &i.to_string()))
                 .await
                 .status,
             200
@@ -522,7 +511,7 @@ async fn change_feed_resumes_with_last_event_id_without_loss() {
     assert_eq!(feed.status, 200);
     for i in 0..5 {
         assert_eq!(
-            post(server.addr, "f", &text_update(&author, &format!("{i},")))
+            post_update(server.addr, "f", &text_update(&author, &format!("{i},")))
                 .await
                 .status,
             200
@@ -542,7 +531,7 @@ async fn change_feed_resumes_with_last_event_id_without_loss() {
     // Writes while disconnected, over both the API and a WebSocket.
     for i in 5..8 {
         assert_eq!(
-            post(server.addr, "f", &text_update(&author, &format!("{i},")))
+            post_update(server.addr, "f", &text_update(&author, &format!("{i},")))
                 .await
                 .status,
             200
@@ -597,7 +586,7 @@ async fn change_feed_resets_when_the_position_was_compacted_away() {
     let author = Doc::with_client_id(6);
     for i in 0..10 {
         assert_eq!(
-            post(server.addr, "c", &text_update(&author, &format!("{i}")))
+            post_update(server.addr, "c", &text_update(&author, &format!("{i}")))
                 .await
                 .status,
             200

@@ -356,17 +356,6 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-async fn post_update(addr: std::net::SocketAddr, room: &str, update: &[u8]) -> crate::http::Resp {
-    crate::http::request(
-        addr,
-        "POST",
-        &format!("/api/rooms/{room}/update"),
-        &[("Content-Type", "application/octet-stream")],
-        update,
-    )
-    .await
-}
-
 #[tokio::test]
 async fn the_issue_14_crash_frame_is_refused_over_http_and_websocket() {
     let mut fx = Fixture::new(test_config()).await;
@@ -380,11 +369,11 @@ async fn the_issue_14_crash_frame_is_refused_over_http_and_websocket() {
         .log
         .len();
     for attempt in 0..2 {
-        let resp = post_update(fx.server.addr, "fresh", &crash).await;
+        let resp = crate::http::post_update(fx.server.addr, "fresh", &crash).await;
         assert_eq!(resp.status, 400, "attempt {attempt}");
         assert_eq!(resp.code(), "invalid_update", "attempt {attempt}");
         // and into a room that holds content
-        let resp = post_update(fx.server.addr, "victim", &crash).await;
+        let resp = crate::http::post_update(fx.server.addr, "victim", &crash).await;
         assert_eq!(resp.status, 400, "attempt {attempt}");
         assert_eq!(resp.code(), "invalid_update", "attempt {attempt}");
     }
@@ -491,7 +480,7 @@ async fn an_update_yrs_refuses_midway_leaves_no_trace_in_the_room() {
         // a fresh server each round: a room that has never seen client 88
         let mut fx = Fixture::new(test_config()).await;
         if via_http {
-            let resp = post_update(fx.server.addr, "victim", &bad).await;
+            let resp = crate::http::post_update(fx.server.addr, "victim", &bad).await;
             assert_eq!(resp.status, 400);
             assert_eq!(resp.code(), "invalid_update");
         } else {

@@ -133,6 +133,18 @@ pub async fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], b"").await
 }
 
+/// `POST /api/rooms/{room}/update` with a Yjs v1 body.
+pub async fn post_update(addr: SocketAddr, room: &str, update: &[u8]) -> Resp {
+    request(
+        addr,
+        "POST",
+        &format!("/api/rooms/{room}/update"),
+        &[("Content-Type", "application/octet-stream")],
+        update,
+    )
+    .await
+}
+
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
